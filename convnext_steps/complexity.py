@@ -1,0 +1,25 @@
+"""Parameters and multiply-adds, in the paper's convention ("FLOPs" = multiply-accumulates)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> int:
+    """Multiply-adds of one forward pass on one image. FlopCounterMode counts 2 FLOPs per
+    multiply-add of convs and matmuls (norms, activations and pooling are not counted, as in
+    the paper's tables), so we halve it."""
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, in_chans, resolution, resolution)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() // 2

@@ -1,0 +1,227 @@
+"""One configurable network that can be every step of the ResNet-50 -> ConvNeXt-T roadmap.
+
+A step is a frozen `NetSpec`; `RoadmapNet(spec)` builds it. Every knob is one of the
+paper's changes, so two steps differ exactly in the knobs their change names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import StochasticDepth
+
+StemKind = Literal["resnet", "patchify"]
+BlockKind = Literal["bottleneck", "inverted", "dw_first"]
+Placement = Literal["every_conv", "one"]
+NormKind = Literal["batch", "layer"]
+ActivationKind = Literal["relu", "gelu"]
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Architecture of one roadmap step. Defaults are torchvision's ResNet-50.
+
+    stage_depths: blocks per stage.
+    stem: "resnet" = 7x7/2 conv, norm, act, 3x3/2 max-pool; "patchify" = one 4x4/4 conv.
+    base_width: channels of stage 1's narrow part; stage i has base_width * 2**i.
+    block: the order and widths of the block's three convs, C = stage width:
+        "bottleneck" 1x1 4C->C, kxk C, 1x1 C->4C (ResNet; block output 4C),
+        "inverted"   1x1 C->4C, kxk 4C, 1x1 4C->C (MobileNetV2; block output C),
+        "dw_first"   kxk C, 1x1 C->4C, 1x1 4C->C (Transformer-like; block output C).
+    depthwise: the kxk conv has one group per channel.
+    kernel_size: k of the spatial conv.
+    activation: ReLU or GELU, wherever activations are kept.
+    block_activations: "every_conv" = after the first two convs and after the residual add
+        (ResNet); "one" = only after the first 1x1 conv (between the 1x1 convs of "dw_first").
+    block_norms: "every_conv" = after each conv (ResNet); "one" = only after the kxk conv.
+    norm: BatchNorm or LayerNorm over channels (eps 1e-6, as ConvNeXt).
+    separate_downsampling: stages are joined by LN + 2x2/2 conv instead of strided blocks with
+        projection shortcuts; LN is also added after the stem and after global pooling.
+    layer_scale_init: initial value of a learnable per-channel scale of the residual branch
+        (None = no layer scale).
+    drop_path_rate: stochastic depth of the last block; it rises linearly from 0 at the first.
+    """
+
+    stage_depths: tuple[int, int, int, int] = (3, 4, 6, 3)
+    stem: StemKind = "resnet"
+    base_width: int = 64
+    block: BlockKind = "bottleneck"
+    depthwise: bool = False
+    kernel_size: int = 3
+    activation: ActivationKind = "relu"
+    block_activations: Placement = "every_conv"
+    block_norms: Placement = "every_conv"
+    norm: NormKind = "batch"
+    separate_downsampling: bool = False
+    layer_scale_init: float | None = None
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        allowed = {
+            "stem": StemKind, "block": BlockKind, "block_activations": Placement,
+            "block_norms": Placement, "norm": NormKind, "activation": ActivationKind,
+        }
+        for name, kind in allowed.items():
+            if getattr(self, name) not in kind.__args__:
+                raise ValueError(f"NetSpec.{name}={getattr(self, name)!r}; allowed: {kind.__args__}")
+        if len(self.stage_depths) != 4 or min(self.stage_depths) < 1:
+            raise ValueError(f"NetSpec.stage_depths={self.stage_depths!r}; need 4 positive ints")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"NetSpec.kernel_size={self.kernel_size}; need an odd positive int")
+        if self.base_width < 1 or not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError("NetSpec.base_width must be >= 1 and drop_path_rate in [0, 1)")
+
+    def diff(self, other: NetSpec) -> set[str]:
+        """Names of the fields whose values differ between two specs."""
+        return {f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor, at each pixel (the paper's "LN")."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def make_norm(kind: NormKind, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if kind == "batch" else LayerNorm2d(channels, eps=1e-6)
+
+
+def make_activation(kind: ActivationKind) -> nn.Module:
+    return nn.ReLU(inplace=True) if kind == "relu" else nn.GELU()
+
+
+def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
+         followed_by_norm: bool = False) -> nn.Conv2d:
+    """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
+    bias = not (followed_by_norm and spec.norm == "batch")
+    return nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2 if kernel % 2 else 0,
+                     groups=groups, bias=bias)
+
+
+class LayerScale(nn.Module):
+    """Learnable per-channel scale of the residual branch (CaiT; ConvNeXt uses init 1e-6)."""
+
+    def __init__(self, channels: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels, 1, 1), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """A residual block: three convs laid out as `spec.block`, with norms and activations
+    where the spec keeps them, an optional projection shortcut, layer scale and drop path."""
+
+    def __init__(self, spec: NetSpec, c_in: int, width: int, stride: int, drop_path: float) -> None:
+        super().__init__()
+        k = spec.kernel_size
+        c_out = 4 * width if spec.block == "bottleneck" else width
+        # (c_in, c_out, kernel, stride, groups) of the three convs; `spatial` indexes the kxk.
+        if spec.block == "bottleneck":
+            plan = [(c_in, width, 1, 1), (width, width, k, stride), (width, c_out, 1, 1)]
+            spatial = 1
+        elif spec.block == "inverted":
+            plan = [(c_in, 4 * width, 1, 1), (4 * width, 4 * width, k, stride), (4 * width, c_out, 1, 1)]
+            spatial = 1
+        else:  # dw_first
+            plan = [(c_in, c_in, k, stride), (c_in, 4 * width, 1, 1), (4 * width, c_out, 1, 1)]
+            spatial = 0
+        first_pointwise = 1 if spatial == 0 else 0
+
+        layers: list[nn.Module] = []
+        for i, (a, b, kernel, s) in enumerate(plan):
+            groups = a if (i == spatial and spec.depthwise) else 1
+            if groups > 1 and a != b:
+                raise ValueError(f"a depthwise conv cannot map {a} to {b} channels")
+            has_norm = spec.block_norms == "every_conv" or i == spatial
+            layers.append(conv(spec, a, b, kernel, s, groups, followed_by_norm=has_norm))
+            if has_norm:
+                layers.append(make_norm(spec.norm, b))
+            last = i == len(plan) - 1
+            if (spec.block_activations == "every_conv" and not last) or (
+                    spec.block_activations == "one" and i == first_pointwise):
+                layers.append(make_activation(spec.activation))
+        self.branch = nn.Sequential(*layers)
+        self.layer_scale = LayerScale(c_out, spec.layer_scale_init) if spec.layer_scale_init else nn.Identity()
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(conv(spec, c_in, c_out, 1, stride, followed_by_norm=True),
+                                          make_norm(spec.norm, c_out))
+        self.post_activation = (make_activation(spec.activation)
+                                if spec.block_activations == "every_conv" else nn.Identity())
+        self.out_channels = c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post_activation(self.shortcut(x) + self.drop_path(self.layer_scale(self.branch(x))))
+
+
+class RoadmapNet(nn.Module):
+    """stem -> 4 stages of `Block`s (joined by strided first blocks or separate downsampling
+    layers) -> global average pooling -> [LN] -> linear classifier."""
+
+    def __init__(self, spec: NetSpec, num_classes: int = 1000, in_chans: int = 3) -> None:
+        super().__init__()
+        self.spec = spec
+        w = spec.base_width
+        if spec.stem == "resnet":
+            self.stem = nn.Sequential(conv(spec, in_chans, w, 7, 2, followed_by_norm=True),
+                                      make_norm(spec.norm, w), make_activation(spec.activation),
+                                      nn.MaxPool2d(3, 2, 1))
+        else:
+            layers = [conv(spec, in_chans, w, 4, 4, followed_by_norm=spec.separate_downsampling)]
+            if spec.separate_downsampling:
+                layers.append(make_norm(spec.norm, w))
+            self.stem = nn.Sequential(*layers)
+
+        total_blocks = sum(spec.stage_depths)
+        block_index = 0
+        channels = w
+        self.stages = nn.ModuleList()
+        for stage, depth in enumerate(spec.stage_depths):
+            width = w * 2**stage
+            layers = []
+            stride = 1 if stage == 0 else 2
+            if spec.separate_downsampling and stage > 0:
+                layers.append(nn.Sequential(make_norm(spec.norm, channels),
+                                            conv(spec, channels, width, 2, 2)))
+                channels, stride = width, 1
+            for _ in range(depth):
+                rate = spec.drop_path_rate * block_index / max(total_blocks - 1, 1)
+                block = Block(spec, channels, width, stride, rate)
+                layers.append(block)
+                channels, stride = block.out_channels, 1
+                block_index += 1
+            self.stages.append(nn.Sequential(*layers))
+
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.head_norm = nn.LayerNorm(channels, eps=1e-6) if spec.separate_downsampling else nn.Identity()
+        self.fc = nn.Linear(channels, num_classes)
+        self.num_features = channels
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.head_norm(self.pool(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """One initialisation for every step (the released ConvNeXt's), so that init is never a
+    hidden difference between two steps. Norms keep PyTorch's 1/0 defaults."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

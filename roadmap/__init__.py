@@ -1,0 +1,1 @@
+"""Training, records and reports for the roadmap study (the machinery behind runner.py)."""
