@@ -1,21 +1,171 @@
 #!/usr/bin/env python3
-"""convnext-roadmap runner (work in progress: --list only)."""
+"""Train the steps of the ResNet-50 -> ConvNeXt-T roadmap, record results, draw the figure.
+
+  python runner.py --list                      the 16 steps, their cost and the paper's numbers
+  python runner.py --steps all                 the default study (preset "cpu": Fashion-MNIST)
+  python runner.py --steps 0-5,kernel_7 --preset smoke --seeds 2
+  python runner.py --config my_study.yaml --dry-run
+  python runner.py plot [--study NAME]         tables and figures from results/, no training
+
+Records go to results/<study>/runs/, tables to results/<study>/, figures to plots/<study>/.
+Running the same command again skips finished runs and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
-import pandas as pd
+REPO = Path(__file__).resolve().parent
+DEFAULT_PRESET = "cpu"
 
-from roadmap.listing import roadmap_table
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runner.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", choices=["train", "plot"], default="train",
+                        help="train (default) or plot: regenerate tables and figures from results/")
+    parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
+    parser.add_argument("--steps", help="all | slugs, indices and ranges, e.g. 0-5,kernel_7,15 "
+                                        "(default: the study's own)")
+    parser.add_argument("--preset", default=None, help=f"a preset in ablations/ (default: {DEFAULT_PRESET})")
+    parser.add_argument("--config", type=Path, help="a study YAML of your own, layered over the preset")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1")
+    seeds.add_argument("--seed", type=int, metavar="S", help="run the single seed S")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--batch-size", type=int, help="override train.batch_size (per device)")
+    parser.add_argument("--data-dir", help="override train.data_dir (where the data set lives)")
+    parser.add_argument("--width-mult", type=float, help="override train.width_mult")
+    parser.add_argument("--devices", help="Lightning devices (e.g. 1, 8, auto)")
+    parser.add_argument("--num-nodes", type=int, help="Lightning num_nodes")
+    parser.add_argument("--strategy", help="Lightning strategy (e.g. ddp)")
+    parser.add_argument("--shard", help="i/n: run only every n-th (step, seed) run, starting at i "
+                                        "(several jobs on one results directory)")
+    parser.add_argument("--out", type=Path, default=REPO / "results", help="results directory (default: results/)")
+    parser.add_argument("--plots", type=Path, default=REPO / "plots", help="figures directory (default: plots/)")
+    parser.add_argument("--study", help="with plot: the study name (default: every study in --out)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done, cost) "
+                                                               "and train nothing")
+    parser.add_argument("--retry-failed", action="store_true", help="train again runs recorded as failed")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    study: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    if args.steps:
+        study["steps"] = args.steps
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise SystemExit("error: --seeds must be >= 1")
+        study["seeds"] = list(range(args.seeds))
+    if args.seed is not None:
+        study["seeds"] = [args.seed]
+    for name in ("epochs", "batch_size", "data_dir", "width_mult", "devices", "num_nodes", "strategy"):
+        if getattr(args, name) is not None:
+            train[name] = getattr(args, name)
+    if train:
+        study["train"] = train
+    return study
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(x) for x in text.split("/"))
+        if 0 <= index < count:
+            return index, count
+    except ValueError:
+        pass
+    raise SystemExit(f"error: --shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
+
+
+def print_listing() -> None:
+    import pandas as pd
+
+    from roadmap.listing import roadmap_table
+    with pd.option_context("display.width", 250):
+        print(roadmap_table().drop(columns="change").to_string(index=False))
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    from roadmap.report import draw_figures, markdown_table, write_tables
+    studies = [args.study] if args.study else sorted(p.name for p in args.out.glob("*") if (p / "runs").is_dir())
+    if not studies:
+        raise SystemExit(f"error: no study with records in {args.out}; train one first (python runner.py --steps all)")
+    for name in studies:
+        study_dir = args.out / name
+        if not (study_dir / "runs").is_dir():
+            raise SystemExit(f"error: no records in {study_dir / 'runs'}; check --out and --study")
+        table = write_tables(study_dir)
+        print(f"\n## {name}\n\n{markdown_table(table)}")
+        for path in draw_figures(study_dir, args.plots / name, title=name):
+            print(f"wrote {path}")
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from roadmap.config import load_study
+    from roadmap.study import execute, plan_runs, training_gmacs
+
+    overrides = overrides_from(args)
+    study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
+    shard = parse_shard(args.shard)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = plan_runs(study, args.out, shard=shard)
+    counts = {state: sum(r.state == state for r in runs) for state in ("done", "failed", "resume", "todo", "redo")}
+    print(f"study {study.name} (preset {preset}): {len(runs)} run(s) - "
+          + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    if args.dry_run:
+        total = 0.0
+        for run in runs:
+            gmacs = training_gmacs(study, run) if run.state != "done" else 0.0
+            total += gmacs
+            print(f"  {run.step.index:2d} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
+                  f"{gmacs / 1e3:8.2f} TMACs to train")
+        print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
+        return 0
+    code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed)
+    if shard == (0, 1) or not args.shard:
+        from roadmap.report import draw_figures, markdown_table, write_tables
+        study_dir = args.out / study.name
+        table = write_tables(study_dir, [r.step.slug for r in runs])
+        print(markdown_table(table))
+        for path in draw_figures(study_dir, args.plots / study.name, title=study.name):
+            print(f"wrote {path}")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--list", action="store_true", help="print the roadmap and exit")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.list:
-        with pd.option_context("display.max_colwidth", 60, "display.width", 250):
-            print(roadmap_table().drop(columns="change").to_string(index=False))
-    return 0
+        print_listing()
+        return 0
+    from roadmap.config import ConfigError
+    from roadmap.data import DataError
+    from roadmap.records import CorruptRecordError
+    from roadmap.study import RunInterrupted
+    try:
+        return plot_command(args) if args.command == "plot" else train_command(args)
+    except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except RunInterrupted as stop:
+        print(f"interrupted ({stop}): a checkpoint was saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except OSError as error:
+        print(f"error: {error.strerror or error} ({error.filename or ''}); free space or fix permissions, "
+              "then run the same command again", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

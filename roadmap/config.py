@@ -1,0 +1,218 @@
+"""Studies and training presets: dataclasses filled from YAML, validated strictly.
+
+A preset (`ablations/<name>.yaml`) is a whole study: its steps, seeds and training recipe.
+A user's `--config FILE.yaml` has the same keys and is layered over a preset (its own
+`preset:` key, or `--preset`); command-line overrides come last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; its message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """One training recipe. Learning rate is given at `lr_reference_batch` and scaled
+    linearly to the global batch (the paper: 4e-3 at 4096)."""
+
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None  # where the data set is (None: the dataset's usual places)
+    resolution: int = 32
+    width_mult: float = 1.0
+    epochs: int = 300
+    warmup_epochs: float = 20.0
+    batch_size: int = 128  # per device
+    lr: float = 4e-3
+    lr_reference_batch: int = 4096
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    randaugment_ops: int = 0  # 0 = off; the paper: 9 magnitude, 2 ops ("rand-m9-mstd0.5")
+    randaugment_magnitude: int = 9
+    random_erasing: float = 0.0
+    crop_padding: int = 4  # in-memory data sets: random crop after zero padding
+    hflip: bool = True
+    drop_path_rate: float = 0.0
+    layer_scale_init: float | None = None  # None: each step's own (1e-6 at ConvNeXt-T only)
+    ema_decay: float | None = None  # None: no EMA, as in the roadmap
+    train_subset: int | None = None  # first N of a fixed random permutation (None: all)
+    val_subset: int | None = None
+    synthetic_train_size: int = 512
+    synthetic_val_size: int = 256
+    val_checks_per_epoch: int = 1
+    precision: str = "auto"  # auto: bf16-mixed on a bf16 GPU, else 32-true; or a Lightning value
+    channels_last: bool = True
+    num_workers: int = 0  # DataLoader workers (image-folder data sets only)
+    checkpoint_every_s: int = 60  # also at the end of each epoch
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    accelerator: str = "auto"
+
+    def check(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"train.dataset: {self.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
+        positive = ("resolution", "epochs", "batch_size", "lr_reference_batch", "val_checks_per_epoch",
+                    "num_nodes", "synthetic_train_size", "synthetic_val_size", "checkpoint_every_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("width_mult", "lr"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        if self.resolution < 32:
+            raise ConfigError(f"train.resolution must be >= 32 (ConvNeXt downsamples 32x), got {self.resolution}")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ConfigError(f"train.warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        for name in ("label_smoothing", "random_erasing", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("train_subset", "val_subset"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0 or null, got {getattr(self, name)}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    description: str = ""
+    steps: str = "all"  # "all", or slugs / indices / ranges: "0-5,kernel_7"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ConfigError(f"name: {self.name!r} must be non-empty letters, digits, - _ .")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"seeds: need distinct non-negative integers, got {self.seeds}")
+        self.train.check()
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build a dataclass from a mapping; unknown keys and wrong types are ConfigErrors that
+    name the key and what is allowed."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}; allowed: {', '.join(names)}")
+        annotation = hints[key]
+        if is_dataclass(annotation):
+            value = from_dict(annotation, value, f"{path}.")
+        elif not _type_ok(value, annotation):
+            raise ConfigError(f"{path}: {value!r} is not of type {_type_name(annotation)}")
+        if annotation is float or float in typing.get_args(annotation):
+            value = float(value) if isinstance(value, int) else value
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping of study keys")
+    return data
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = ABLATIONS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
+    return path
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_study(preset: str, config_file: Path | None = None,
+               overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, str]:
+    """The resolved study and the preset it was layered on."""
+    layers: list[dict[str, Any]] = []
+    if config_file is not None:
+        user = read_yaml(config_file)
+        preset = user.pop("preset", preset)
+        if not isinstance(preset, str):
+            raise ConfigError(f"{config_file}: preset must be a name, one of {', '.join(list_presets())}")
+        layers.append(user)
+    data = read_yaml(preset_path(preset))
+    for layer in layers + [overrides or {}]:
+        data = _merge(data, layer)
+    study = from_dict(StudyConfig, data)
+    study.check()
+    return study, preset
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    """A short stable hash of what determines a run's result."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def result_relevant(train: TrainConfig) -> dict[str, Any]:
+    """The training settings that change a run's numbers (not where data lives, how many
+    loader workers or how often checkpoints are written)."""
+    ignored = {"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
+               "accelerator"}
+    return {k: v for k, v in asdict(train).items() if k not in ignored}

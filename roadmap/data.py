@@ -1,0 +1,366 @@
+"""Data sets as LightningDataModules.
+
+Small data sets (Fashion-MNIST, CIFAR, synthetic) live in memory as uint8 tensors and are
+augmented a whole batch at a time, so the CPU trains the model instead of running a
+per-sample DataLoader. Batch order and augmentation are a function of (seed, epoch, batch),
+so an interrupted run resumes with exactly the batches it would have seen.
+Image folders (Imagenette, ImageNet) use torchvision's datasets, transforms and DataLoader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from .config import TrainConfig
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convnext-roadmap"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DataError(RuntimeError):
+    """Data that cannot be found or read; the message says where we looked and what to do."""
+
+
+def run_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (seed, epoch, batch, ...)."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) + 0x632BE59BD9B4E019 + (value << 6) + (value >> 2))) & (2**63 - 1)
+    return value
+
+
+# ---------------------------------------------------------------------------- reading files
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+        magic = int.from_bytes(data[:4], "big")
+        ndim = magic & 0xFF
+        if magic >> 8 != 0x08 or ndim not in (1, 3):
+            raise ValueError("bad magic number")
+        shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        return array.reshape(shape)
+    except (OSError, EOFError, ValueError) as error:
+        raise DataError(f"{path} is corrupt ({error}); delete it and reinstall or re-download "
+                        "Fashion-MNIST") from None
+
+
+def _fashion_mnist_dirs(data_dir: str | None) -> list[Path]:
+    candidates = [Path(data_dir)] if data_dir else []
+    if os.environ.get("FASHION_MNIST_DIR"):
+        candidates.append(Path(os.environ["FASHION_MNIST_DIR"]))
+    candidates.append(FASHION_MNIST_SYSTEM_DIR)
+    expanded = []
+    for base in candidates:  # also torchvision's layout under a root
+        expanded += [base, base / "FashionMNIST" / "raw"]
+    return expanded
+
+
+def _find_fashion_mnist_file(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / name, directory / name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_fashion_mnist(data_dir: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Fashion-MNIST from --data-dir, $FASHION_MNIST_DIR, Debian's dataset-fashion-mnist, or
+    torchvision's download, in that order."""
+    tried = []
+    for directory in _fashion_mnist_dirs(data_dir):
+        found = {split: [_find_fashion_mnist_file(directory, n) for n in names]
+                 for split, names in FASHION_MNIST_FILES.items()}
+        if all(all(paths) for paths in found.values()):
+            return {split: (torch.from_numpy(_read_idx(images).copy()).unsqueeze(1),
+                            torch.from_numpy(_read_idx(labels).astype(np.int64)))
+                    for split, (images, labels) in found.items()}
+        tried.append(str(directory))
+    root = Path(data_dir) if data_dir else CACHE_DIR
+    try:
+        splits = {split: datasets.FashionMNIST(str(root), train=split == "train", download=True)
+                  for split in ("train", "val")}
+    except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
+        raise DataError(
+            f"Fashion-MNIST not found (looked in {', '.join(dict.fromkeys(tried))}) and the "
+            f"download into {root} failed ({type(error).__name__}); install Debian's "
+            "dataset-fashion-mnist, or put its 4 .gz files in a folder and pass --data-dir") from None
+    return {split: (ds.data.unsqueeze(1).clone(), ds.targets.clone()) for split, ds in splits.items()}
+
+
+def load_cifar(name: str, data_dir: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    root = Path(data_dir) if data_dir else CACHE_DIR
+    try:
+        splits = {split: cls(str(root), train=split == "train", download=True) for split in ("train", "val")}
+    except Exception as error:  # noqa: BLE001
+        raise DataError(f"{name} is not in {root} and could not be downloaded ({type(error).__name__}); "
+                        f"download it with torchvision on a connected machine and pass --data-dir") from None
+    return {split: (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
+            for split, ds in splits.items()}
+
+
+def make_synthetic(num_classes: int, train_size: int, val_size: int, resolution: int,
+                   seed: int = 1234) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A learnable synthetic set: each class is a smooth random pattern plus noise. Used for
+    smoke tests and first tries; it needs no download."""
+    generator = torch.Generator().manual_seed(seed)
+    patterns = F.interpolate(torch.rand(num_classes, 3, 4, 4, generator=generator),
+                             size=resolution, mode="bilinear", align_corners=False)
+
+    def split(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(0, num_classes, (size,), generator=generator)
+        noise = torch.rand(size, 3, resolution, resolution, generator=generator)
+        images = 0.6 * patterns[labels] + 0.4 * noise
+        return (images * 255).round().to(torch.uint8), labels
+
+    return {"train": split(train_size), "val": split(val_size)}
+
+
+# ------------------------------------------------------------------------- in-memory batches
+
+class BatchAugment:
+    """Augment a uint8 batch in one go: random crop after zero padding and horizontal flip per
+    sample (vectorised); RandAugment and Random Erasing per chunk of 16 samples (torchvision v2
+    draws one set of parameters per call)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.padding = cfg.crop_padding
+        self.hflip = cfg.hflip
+        self.randaugment = (v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude)
+                            if cfg.randaugment_ops else None)
+        self.erasing = v2.RandomErasing(cfg.random_erasing) if cfg.random_erasing else None
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = images.shape
+        if self.padding:
+            p = self.padding
+            padded = F.pad(images, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+            rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, images.shape[1], h, w + 2 * p)
+            images = padded.gather(2, rows)
+            cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, images.shape[1], h, w)
+            images = images.gather(3, cols)
+        if self.hflip:
+            flip = torch.rand(n, generator=generator) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(3), images)
+        if self.randaugment is not None:
+            images = torch.cat([self.randaugment(chunk) for chunk in images.split(16)])
+        return images
+
+    def after_normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if self.erasing is None:
+            return images
+        return torch.cat([self.erasing(chunk) for chunk in images.split(16)])
+
+
+class _EpochSetter:
+    """Lightning calls `loader.sampler.set_epoch(epoch)` before every epoch, resumed ones too."""
+
+    def __init__(self, loader: InMemoryBatches) -> None:
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.loader.epoch:
+            self.loader.start_batch = 0
+        self.loader.epoch = epoch
+
+
+class InMemoryBatches:
+    """An iterable of (images, labels) batches over uint8 tensors held in memory.
+
+    Stateful for Lightning: `state_dict` holds how many batches of the epoch were trained on
+    (`consumed`, kept up to date by the `DeterministicResume` callback), so a run resumed from
+    a mid-epoch checkpoint continues with the next batch."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
+                 seed: int, resolution: int, mean: torch.Tensor, std: torch.Tensor,
+                 augment: BatchAugment | None = None, channels_last: bool = True,
+                 shard: tuple[int, int] = (0, 1)) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.resolution = resolution
+        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+        self.augment = augment
+        self.channels_last = channels_last
+        self.rank, self.world = shard
+        self.epoch = 0
+        self.start_batch = 0
+        self.consumed = 0
+        self.sampler = _EpochSetter(self)
+        self.batch_sampler = None  # Lightning inspects DataLoader-like attributes
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if self.train:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(run_seed(self.seed, self.epoch)))
+        else:
+            order = torch.arange(n)
+        per_rank = n // self.world if self.train else -(-n // self.world)
+        return order[self.rank * per_rank: (self.rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def _prepare(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if images.shape[-1] != self.resolution:
+            # Fashion-MNIST's 28x28 is zero-padded to 32 (as LeNet did); other sizes are resized.
+            if self.resolution - images.shape[-1] == 4:
+                images = F.pad(images, (2, 2, 2, 2))
+            else:
+                images = F.interpolate(images.float(), size=self.resolution, mode="bilinear",
+                                       antialias=True).round().clamp(0, 255).to(torch.uint8)
+        if self.augment is not None and generator is not None:
+            images = self.augment(images, generator)
+        x = (images.float() / 255.0 - self.mean) / self.std
+        if self.augment is not None and generator is not None:
+            x = self.augment.after_normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self._indices()
+        batches = len(self)
+        start, self.start_batch = self.start_batch, 0
+        for b in range(start, batches):
+            chosen = indices[b * self.batch_size: (b + 1) * self.batch_size]
+            generator = (torch.Generator().manual_seed(run_seed(self.seed, self.epoch, b, 1))
+                         if self.train else None)
+            yield self._prepare(self.images[chosen], generator), self.labels[chosen]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = state["epoch"]
+        self.start_batch = self.consumed = state["consumed"]
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: TrainConfig, seed: int, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 num_classes: int) -> None:
+        super().__init__()
+        self.cfg, self.seed, self.num_classes = cfg, seed, num_classes
+        subset_generator = torch.Generator().manual_seed(4321)  # the same subset for every seed
+        self.splits = {}
+        for split, (images, labels) in splits.items():
+            limit = cfg.train_subset if split == "train" else cfg.val_subset
+            if limit is not None and limit < len(labels):
+                keep = torch.randperm(len(labels), generator=subset_generator)[:limit]
+                images, labels = images[keep], labels[keep]
+            self.splits[split] = (images, labels)
+        train_images = self.splits["train"][0]
+        scaled = train_images[:10000].float() / 255.0
+        self.in_chans = train_images.shape[1]
+        self.mean = scaled.mean(dim=(0, 2, 3))
+        self.std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        self._train_loader: InMemoryBatches | None = None
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits["train"][1])
+
+    @property
+    def num_val(self) -> int:
+        return len(self.splits["val"][1])
+
+    def _shard(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> InMemoryBatches:
+        images, labels = self.splits["train"]
+        self._train_loader = InMemoryBatches(
+            images, labels, self.cfg.batch_size, train=True, seed=self.seed, resolution=self.cfg.resolution,
+            mean=self.mean, std=self.std, augment=BatchAugment(self.cfg), channels_last=self.cfg.channels_last,
+            shard=self._shard())
+        return self._train_loader
+
+    def val_dataloader(self) -> InMemoryBatches:
+        images, labels = self.splits["val"]
+        return InMemoryBatches(images, labels, max(self.cfg.batch_size, 256), train=False, seed=self.seed,
+                               resolution=self.cfg.resolution, mean=self.mean, std=self.std,
+                               channels_last=self.cfg.channels_last, shard=self._shard())
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """ImageNet-style folders (`train/<class>/*.JPEG`, `val/<class>/*.JPEG`) with the paper's
+    per-sample augmentation in DataLoader workers."""
+
+    def __init__(self, cfg: TrainConfig, seed: int) -> None:
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        root = Path(cfg.data_dir or "")
+        if not cfg.data_dir or not (root / "train").is_dir() or not (root / "val").is_dir():
+            raise DataError(f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ "
+                            "class sub-folders (ImageNet or Imagenette layout); pass --data-dir")
+        r = cfg.resolution
+        train_ops: list[Any] = [v2.RandomResizedCrop(r, antialias=True), v2.RandomHorizontalFlip()]
+        if cfg.randaugment_ops:
+            train_ops.append(v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude))
+        train_ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        if cfg.random_erasing:
+            train_ops.append(v2.RandomErasing(cfg.random_erasing))
+        val_ops = [v2.Resize(int(r / 0.875), antialias=True), v2.CenterCrop(r), v2.ToImage(),
+                   v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        self.train_set = datasets.ImageFolder(str(root / "train"), v2.Compose(train_ops))
+        self.val_set = datasets.ImageFolder(str(root / "val"), v2.Compose(val_ops))
+        self.num_classes = len(self.train_set.classes)
+        self.in_chans = 3
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_set)
+
+    @property
+    def num_val(self) -> int:
+        return len(self.val_set)
+
+    def _loader(self, dataset: datasets.ImageFolder, train: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=train, drop_last=train,
+                          num_workers=self.cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.cfg.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+
+NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
+
+
+def make_datamodule(cfg: TrainConfig, seed: int) -> InMemoryDataModule | ImageFolderDataModule:
+    if cfg.dataset == "imagefolder":
+        return ImageFolderDataModule(cfg, seed)
+    if cfg.dataset == "fashion_mnist":
+        splits = load_fashion_mnist(cfg.data_dir)
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        splits = load_cifar(cfg.dataset, cfg.data_dir)
+    else:
+        splits = make_synthetic(NUM_CLASSES["synthetic"], cfg.synthetic_train_size, cfg.synthetic_val_size,
+                                cfg.resolution)
+    return InMemoryDataModule(cfg, seed, splits, NUM_CLASSES[cfg.dataset])

@@ -1,0 +1,267 @@
+"""Plan and run a study: every (step, seed) run, skipped when its record is already there,
+resumed from its checkpoint when it was interrupted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+import signal
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from convnext_steps import Step, build_model, resolve_steps
+from convnext_steps.complexity import count_macs, count_params
+
+from .config import StudyConfig, config_hash, result_relevant
+from .data import NUM_CLASSES, make_datamodule
+from .records import CorruptRecordError, git_state, read_record, run_lock, run_name, write_record
+from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
+
+RECORD_VERSION = 1
+
+
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM/SIGUSR1 arrived; a checkpoint was saved at the last finished batch."""
+
+
+@dataclass
+class Run:
+    step: Step
+    seed: int
+    name: str
+    hash: str
+    record_path: Path
+    checkpoint_dir: Path
+    state: str  # "done", "failed", "resume" (checkpoint there), "todo", "redo" (record of other config)
+
+
+def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
+    base = out_dir / study.name
+    return {"base": base, "runs": base / "runs", "checkpoints": base / "checkpoints",
+            "logs": base / "logs", "locks": base / "locks"}
+
+
+def run_payload(study: StudyConfig, step: Step, seed: int, world_size: int) -> dict[str, Any]:
+    """Everything that determines a run's numbers; its hash identifies the run's record."""
+    return {"record_version": RECORD_VERSION, "step": step.slug, "spec": asdict(step.spec), "seed": seed,
+            "train": result_relevant(study.train), "world_size": world_size}
+
+
+def plan_runs(study: StudyConfig, out_dir: Path, world_size: int = 1,
+              shard: tuple[int, int] = (0, 1)) -> list[Run]:
+    dirs = study_dirs(out_dir, study)
+    runs = []
+    pairs = [(step, seed) for step in resolve_steps(study.steps) for seed in study.seeds]
+    for i, (step, seed) in enumerate(pairs):
+        if i % shard[1] != shard[0]:
+            continue
+        name = run_name(step.slug, seed)
+        digest = config_hash(run_payload(study, step, seed, world_size))
+        record_path = dirs["runs"] / f"{name}.json"
+        checkpoint_dir = dirs["checkpoints"] / f"{name}__{digest[:8]}"
+        state = "todo"
+        if record_path.exists():
+            record = read_record(record_path)
+            state = record["status"] if record["config_hash"] == digest else "redo"
+        if state in ("todo", "redo") and (checkpoint_dir / "last.ckpt").exists():
+            state = "resume"
+        runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state))
+    return runs
+
+
+def training_gmacs(study: StudyConfig, run: Run) -> float:
+    """Multiply-adds of training one run: 3x forward (forward + backward) per image."""
+    cfg = study.train
+    classes = NUM_CLASSES.get(cfg.dataset, 1000)
+    in_chans = 1 if cfg.dataset == "fashion_mnist" else 3
+    model = build_model(run.step.slug, num_classes=classes, in_chans=in_chans, width_mult=cfg.width_mult)
+    images = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
+              "synthetic": cfg.synthetic_train_size}.get(cfg.dataset, 1_281_167)
+    if cfg.train_subset:
+        images = min(images, cfg.train_subset)
+    return 3 * count_macs(model, cfg.resolution, in_chans) / 1e9 * images * cfg.epochs
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class GracefulStop(pl.Callback):
+    """Turn SIGINT/SIGTERM/SIGUSR1 into a checkpoint at the next batch boundary (a consistent
+    state: the optimizer step is complete) followed by RunInterrupted."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, checkpoint_path: Path) -> None:
+        self.checkpoint_path = checkpoint_path
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.received:
+            trainer.save_checkpoint(self.checkpoint_path)
+            raise RunInterrupted(self.received)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.received:  # the last checkpoint stays the resume point
+            raise RunInterrupted(self.received)
+
+
+def resolve_precision(cfg_precision: str) -> str:
+    if cfg_precision != "auto":
+        return cfg_precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"  # measured: on CPU at the preset widths bf16 autocast is not faster
+
+
+def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], datamodule_cache: dict,
+              progress_bar: bool) -> dict[str, Any]:
+    cfg = study.train
+    started = time.time()
+    pl.seed_everything(run.seed, workers=True, verbose=False)
+    key = (cfg.dataset, cfg.data_dir, cfg.train_subset, cfg.val_subset, run.seed)
+    datamodule = datamodule_cache.get(key) or make_datamodule(cfg, run.seed)
+    datamodule_cache.clear()
+    datamodule_cache[key] = datamodule
+    trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
+                                      "num_nodes": cfg.num_nodes, "strategy": cfg.strategy}
+    stopper = GracefulStop(run.checkpoint_dir / "last.ckpt")
+    throughput = Throughput()
+    callbacks: list[pl.Callback] = [
+        DeterministicResume(run.seed), throughput, stopper,
+        ModelCheckpoint(dirpath=run.checkpoint_dir, save_last=True, save_top_k=0,
+                        train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s)),
+    ]
+    if cfg.ema_decay:
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
+    logger = CSVLogger(dirs["logs"], name=run.name, version=run.hash[:8])
+    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision), logger=logger,
+                         callbacks=callbacks, val_check_interval=1.0 / cfg.val_checks_per_epoch,
+                         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
+                         num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
+    module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
+                               world_size=trainer.world_size)
+    resume = run.checkpoint_dir / "last.ckpt"
+    stopper.install()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
+    finally:
+        stopper.uninstall()
+    if trainer.interrupted:
+        raise RunInterrupted(stopper.received or "interrupted")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    model = module.model
+    commit, dirty = git_state()
+    return {
+        **_identity(study, preset, run),
+        "status": "done", "failure": None, "failed_epoch": None,
+        "top1": metrics.get("val_top1"), "top5": metrics.get("val_top5"), "val_loss": metrics.get("val_loss"),
+        "params": count_params(model),
+        "gmacs_train_res": count_macs(model, cfg.resolution, datamodule.in_chans) / 1e9,
+        "gmacs_224": count_macs(build_model(run.step.slug)) / 1e9,
+        "train_throughput": throughput.train_img_s, "eval_throughput": throughput.eval_img_s,
+        "wall_time_s": time.time() - started, "epochs": trainer.current_epoch,
+        "train_images": datamodule.num_train, "val_images": datamodule.num_val,
+        "git_commit": commit, "git_dirty": dirty, "world_size": trainer.world_size,
+        "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
+    }
+
+
+def _identity(study: StudyConfig, preset: str, run: Run) -> dict[str, Any]:
+    cfg = study.train
+    return {
+        "study": study.name, "preset": preset, "step": run.step.slug, "step_index": run.step.index,
+        "label": run.step.label, "phase": run.step.phase, "parent": run.step.parent, "seed": run.seed,
+        "config_hash": run.hash, "config": asdict(cfg), "dataset": cfg.dataset, "resolution": cfg.resolution,
+        "width_mult": cfg.width_mult,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "pytorch_lightning": pl.__version__},
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)",
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LightningModule.*eval mode.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+
+
+def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, retry_failed: bool = False) -> int:
+    """Train every run not yet done; returns the exit code (0: all done)."""
+    quiet_lightning()
+    dirs = study_dirs(out_dir, study)
+    todo = [r for r in runs if r.state not in ("done",) and not (r.state == "failed" and not retry_failed)]
+    progress_bar = sys.stderr.isatty()
+    started = time.time()
+    finished_times: list[float] = []
+    failures = [r for r in runs if r.state == "failed" and not retry_failed]
+    datamodule_cache: dict = {}
+    for i, run in enumerate(todo, 1):
+        elapsed = time.time() - started
+        eta = (f"ETA {_format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
+               if finished_times else "ETA after the first run")
+        print(f"[run {i}/{len(todo)}] step {run.step.index} {run.step.slug} seed {run.seed}"
+              f"{' (resuming)' if run.state == 'resume' else ''} | elapsed {_format_seconds(elapsed)} | {eta}",
+              flush=True)
+        with run_lock(dirs["locks"] / f"{run.name}.lock") as acquired:
+            if not acquired:
+                print(f"  skipped: another runner holds {run.name}'s lock", flush=True)
+                continue
+            if run.record_path.exists():  # finished by another runner meanwhile
+                record = read_record(run.record_path)
+                if record["config_hash"] == run.hash and record["status"] == "done":
+                    continue
+            run_started = time.time()
+            try:
+                record = train_run(study, preset, run, dirs, datamodule_cache, progress_bar)
+            except DivergedError as error:
+                commit, dirty = git_state()
+                record = {**_identity(study, preset, run), "status": "failed", "failure": str(error),
+                          "failed_epoch": error.epoch, "top1": None, "top5": None, "val_loss": None,
+                          "wall_time_s": time.time() - run_started, "git_commit": commit, "git_dirty": dirty}
+                failures.append(run)
+                print(f"  FAILED: {error}; recorded in {run.record_path}; the study goes on", flush=True)
+            write_record(run.record_path, record)
+            finished_times.append(time.time() - run_started)
+            if record["status"] == "done":
+                print(f"  done: top-1 {record['top1']:.2f}%  train {record['train_throughput']:.0f} img/s"
+                      f"  {_format_seconds(record['wall_time_s'])}", flush=True)
+    print(f"study {study.name}: {len(todo)} run(s) trained in {_format_seconds(time.time() - started)}; "
+          f"records in {dirs['runs']}", flush=True)
+    if failures:
+        print(f"error: {len(failures)} run(s) failed ({', '.join(r.name for r in failures)}); see their records; "
+              "fix the recipe, then rerun with --retry-failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["Run", "plan_runs", "execute", "training_gmacs", "study_dirs", "RunInterrupted", "CorruptRecordError"]
