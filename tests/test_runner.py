@@ -1,0 +1,206 @@
+"""The runner as a user drives it: subprocesses on the smoke preset, bad inputs, failures."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import runner
+from roadmap.config import ConfigError, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_list_prints_the_roadmap():
+    result = run_cli("--list")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines()[1:] if line.strip()]
+    assert len(rows) == 16
+    assert "resnet50" in rows[0] and "4.09" in rows[0]
+    assert "convnext_t" in rows[15] and "4.46" in rows[15]
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    """The whole 16-step study on the smoke preset, as a user runs it."""
+    out = tmp_path_factory.mktemp("results")
+    plots = tmp_path_factory.mktemp("plots")
+    started = time.time()
+    result = run_cli("--preset", "smoke", "--steps", "all", "--out", str(out), "--plots", str(plots))
+    return out, plots, result, time.time() - started
+
+
+def test_smoke_study_end_to_end(smoke_study):
+    out, plots, result, seconds = smoke_study
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    records = sorted((out / "smoke" / "runs").glob("*.json"))
+    assert len(records) == 16
+    record = json.loads(records[0].read_text())
+    for key in ("top1", "top5", "params", "gmacs_train_res", "gmacs_224", "train_throughput", "eval_throughput",
+                "wall_time_s", "config_hash", "git_commit", "versions", "device", "dataset", "preset"):
+        assert record[key] is not None, key
+    table = pd.read_csv(out / "smoke" / "results.csv")
+    assert len(table) == 16 and (table["status"] == "done").all()
+    measured = ["top1_mean", "top5_mean", "n_seeds", "params_m", "gmacs_train_res", "gmacs_224",
+                "train_throughput", "eval_throughput", "wall_time_s", "paper_top1", "paper_gflops"]
+    assert table[measured].notna().all().all()
+    assert (out / "smoke" / "results.md").exists()
+    for name in ("roadmap.png", "roadmap.svg", "accuracy_vs_gmacs.png", "accuracy_vs_throughput.png", "curves.png"):
+        assert (plots / "smoke" / name).stat().st_size > 0
+    assert "[run 16/16]" in result.stdout and "ETA" in result.stdout
+
+
+def test_second_invocation_trains_nothing(smoke_study):
+    out, plots, _, _ = smoke_study
+    before = {p: p.stat().st_mtime_ns for p in (out / "smoke" / "runs").glob("*.json")}
+    result = run_cli("--preset", "smoke", "--steps", "all", "--out", str(out), "--plots", str(plots))
+    assert result.returncode == 0, result.stderr
+    assert "16 done" in result.stdout and "[run " not in result.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "smoke" / "runs").glob("*.json")}
+
+
+def test_dry_run_plans_without_training(smoke_study, tmp_path):
+    out, _, _, _ = smoke_study
+    result = run_cli("--preset", "smoke", "--steps", "0-2", "--seeds", "2", "--dry-run", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "6 run(s)" in result.stdout and "3 done" in result.stdout and "3 todo" in result.stdout
+    assert "TMACs" in result.stdout
+    assert not (out / "smoke" / "runs" / "resnet50__seed1.json").exists()
+
+
+def test_plot_command_recreates_deleted_figures(smoke_study, tmp_path):
+    out, _, _, _ = smoke_study
+    plots = tmp_path / "plots"
+    result = run_cli("plot", "--study", "smoke", "--out", str(out), "--plots", str(plots))
+    assert result.returncode == 0, result.stderr
+    assert (plots / "smoke" / "roadmap.png").stat().st_size > 0
+    assert "| step" in result.stdout or "|  #" in result.stdout
+
+
+def test_changed_recipe_is_a_new_run(smoke_study):
+    out, _, _, _ = smoke_study
+    result = run_cli("--preset", "smoke", "--steps", "0", "--epochs", "2", "--dry-run", "--out", str(out))
+    assert result.returncode == 0 and "1 redo" in result.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--steps", "no_such_step"], ["unknown step", "resnet50"]),
+    (["--steps", "7-3"], ["empty step range"]),
+    (["--preset", "nope"], ["unknown preset", "smoke"]),
+    (["--preset", "smoke", "--epochs", "0"], ["epochs", "> 0"]),
+    (["--preset", "smoke", "--epochs", "-3"], ["epochs"]),
+    (["--preset", "smoke", "--width-mult", "-1"], ["width_mult"]),
+    (["--shard", "3/2"], ["--shard"]),
+])
+def test_bad_command_lines(args, words, tmp_path):
+    assert_one_line_error(run_cli(*args, "--dry-run", "--out", str(tmp_path)), *words)
+
+
+@pytest.mark.parametrize("yaml_text,words", [
+    ("name: mine\ntrain:\n  epoch: 3\n", ["unknown key 'train.epoch'", "epochs"]),
+    ("name: mine\nlearning_rate: 3\n", ["unknown key 'learning_rate'", "seeds"]),
+    ("name: mine\ntrain:\n  epochs: three\n", ["train.epochs", "int"]),
+    ("name: mine\ntrain:\n  dataset: mnist\n", ["dataset", "fashion_mnist"]),
+    ("name: mine\nseeds: [0, 0]\n", ["seeds"]),
+    ("name: [unclosed\n", ["not valid YAML"]),
+    ("- just\n- a list\n", ["mapping"]),
+])
+def test_bad_yaml(yaml_text, words, tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml_text)
+    assert_one_line_error(run_cli("--config", str(config), "--dry-run", "--out", str(tmp_path)), *words)
+
+
+def test_missing_config_file(tmp_path):
+    assert_one_line_error(run_cli("--config", str(tmp_path / "nope.yaml"), "--dry-run"), "does not exist")
+
+
+def test_user_study_layers_over_preset(tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("preset: smoke\nname: mine\nsteps: 0-2\ntrain:\n  epochs: 2\n")
+    study, preset = load_study("cpu", config)
+    assert preset == "smoke" and study.name == "mine" and study.train.epochs == 2
+    assert study.train.dataset == "synthetic"  # from the smoke preset
+    with pytest.raises(ConfigError):
+        load_study("smoke", None, {"train": {"batch_size": 1.5}})
+
+
+def test_corrupt_data_files_are_reported(tmp_path):
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (data / name).write_bytes(b"not gzip")
+    result = run_cli("--preset", "cpu", "--steps", "0", "--data-dir", str(data), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, "corrupt")
+
+
+def test_corrupt_record_is_reported_and_left_alone(smoke_study, tmp_path):
+    out = tmp_path / "results"
+    runs = out / "smoke" / "runs"
+    runs.mkdir(parents=True)
+    bad = runs / "resnet50__seed0.json"
+    bad.write_text("{ half a record")
+    result = run_cli("--preset", "smoke", "--steps", "0", "--out", str(out))
+    assert_one_line_error(result, "resnet50__seed0.json", "delete")
+    assert bad.read_text() == "{ half a record"
+
+
+def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    from roadmap.training import RoadmapClassifier
+    original = RoadmapClassifier.forward
+
+    def nan_for_resnet(self, x):
+        out = original(self, x)
+        return out * float("nan") if self.hparams["step"] == "resnet50" and self.training else out
+
+    monkeypatch.setattr(RoadmapClassifier, "forward", nan_for_resnet)
+    code = runner.main(["--preset", "smoke", "--steps", "0,1", "--out", str(tmp_path), "--plots", str(tmp_path / "p")])
+    assert code == 1
+    failed = json.loads((tmp_path / "smoke" / "runs" / "resnet50__seed0.json").read_text())
+    assert failed["status"] == "failed" and failed["failed_epoch"] == 0 and "NaN" in failed["failure"]
+    done = json.loads((tmp_path / "smoke" / "runs" / "stage_ratio__seed0.json").read_text())
+    assert done["status"] == "done"
+    table = pd.read_csv(tmp_path / "smoke" / "results.csv")
+    assert table.set_index("step").loc["resnet50", "status"] == "failed"
+    # Rerunning keeps the failure (a record of the experiment) and still exits non-zero.
+    assert runner.main(["--preset", "smoke", "--steps", "0,1", "--out", str(tmp_path), "--plots",
+                        str(tmp_path / "p")]) == 1
+
+
+def test_in_memory_batches_are_a_function_of_seed_epoch_and_batch():
+    from roadmap.config import TrainConfig
+    from roadmap.data import BatchAugment, InMemoryBatches
+    images = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(100)
+    kwargs = dict(train=True, seed=3, resolution=32, mean=torch.tensor([0.5]), std=torch.tensor([0.5]),
+                  augment=BatchAugment(TrainConfig(crop_padding=2)))
+    full = list(InMemoryBatches(images, labels, 16, **kwargs))
+    assert len(full) == 6 and full[0][0].shape == (16, 1, 32, 32)
+    resumed = InMemoryBatches(images, labels, 16, **kwargs)
+    resumed.load_state_dict({"epoch": 0, "consumed": 4})
+    rest = list(resumed)
+    assert len(rest) == 2
+    for (a, la), (b, lb) in zip(full[4:], rest):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    resumed.sampler.set_epoch(1)
+    assert len(list(resumed)) == 6, "a new epoch starts from its first batch"
