@@ -110,7 +110,7 @@ def plot_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     from roadmap.config import load_study
-    from roadmap.study import execute, plan_runs, training_gmacs
+    from roadmap.study import execute, plan_runs, process_rank, training_gmacs
 
     overrides = overrides_from(args)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
@@ -130,7 +130,7 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
         return 0
     code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed)
-    if shard == (0, 1) or not args.shard:
+    if shard == (0, 1) and process_rank() == 0:  # shards: `runner.py plot` once all are done
         from roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
         table = write_tables(study_dir, [r.step.slug for r in runs])

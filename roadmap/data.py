@@ -276,6 +276,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.mean = scaled.mean(dim=(0, 2, 3))
         self.std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
         self._train_loader: InMemoryBatches | None = None
+        # Set by the runner from a checkpoint before fit: Lightning 2.6 creates the training
+        # iterator before it restores a checkpoint's loop state, so it cannot do this itself.
+        self.resume_loader_state: dict[str, int] | None = None
 
     @property
     def num_train(self) -> int:
@@ -295,6 +298,9 @@ class InMemoryDataModule(pl.LightningDataModule):
             images, labels, self.cfg.batch_size, train=True, seed=self.seed, resolution=self.cfg.resolution,
             mean=self.mean, std=self.std, augment=BatchAugment(self.cfg), channels_last=self.cfg.channels_last,
             shard=self._shard())
+        if self.resume_loader_state:
+            self._train_loader.load_state_dict(self.resume_loader_state)
+            self.resume_loader_state = None
         return self._train_loader
 
     def val_dataloader(self) -> InMemoryBatches:

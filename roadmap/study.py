@@ -4,6 +4,7 @@ resumed from its checkpoint when it was interrupted."""
 from __future__ import annotations
 
 import datetime as dt
+import contextlib
 import logging
 import os
 import platform
@@ -58,9 +59,9 @@ def run_payload(study: StudyConfig, step: Step, seed: int, world_size: int) -> d
             "train": result_relevant(study.train), "world_size": world_size}
 
 
-def plan_runs(study: StudyConfig, out_dir: Path, world_size: int = 1,
-              shard: tuple[int, int] = (0, 1)) -> list[Run]:
+def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)) -> list[Run]:
     dirs = study_dirs(out_dir, study)
+    world_size = world_size_of(study)
     runs = []
     pairs = [(step, seed) for step in resolve_steps(study.steps) for seed in study.seeds]
     for i, (step, seed) in enumerate(pairs):
@@ -166,6 +167,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
     module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
     resume = run.checkpoint_dir / "last.ckpt"
+    if resume.exists() and hasattr(datamodule, "resume_loader_state"):
+        datamodule.resume_loader_state = saved_loader_state(resume)
     stopper.install()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
@@ -189,6 +192,13 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         "git_commit": commit, "git_dirty": dirty, "world_size": trainer.world_size,
         "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
     }
+
+
+def saved_loader_state(checkpoint: Path) -> dict[str, int] | None:
+    """The in-memory loader's position (epoch, batches consumed) stored in a checkpoint."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    loaders = state.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [None]
+    return loaders[0]
 
 
 def _identity(study: StudyConfig, preset: str, run: Run) -> dict[str, Any]:
@@ -215,12 +225,30 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
 
 
+def process_rank() -> int:
+    """This process's global rank when Lightning's DDP launcher or SLURM's srun started several
+    processes (each runs the whole study loop in step; only rank 0 takes locks and writes)."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def world_size_of(study: StudyConfig) -> int:
+    """Processes that train one run together, when the config says (devices x num_nodes)."""
+    devices = str(study.train.devices)
+    per_node = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1
+    return per_node * study.train.num_nodes
+
+
 def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, retry_failed: bool = False) -> int:
     """Train every run not yet done; returns the exit code (0: all done)."""
     quiet_lightning()
     dirs = study_dirs(out_dir, study)
     todo = [r for r in runs if r.state not in ("done",) and not (r.state == "failed" and not retry_failed)]
-    progress_bar = sys.stderr.isatty()
+    rank_zero = process_rank() == 0
+    progress_bar = sys.stderr.isatty() and rank_zero
+    say = print if rank_zero else (lambda *a, **k: None)
     started = time.time()
     finished_times: list[float] = []
     failures = [r for r in runs if r.state == "failed" and not retry_failed]
@@ -229,12 +257,13 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
         elapsed = time.time() - started
         eta = (f"ETA {_format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
                if finished_times else "ETA after the first run")
-        print(f"[run {i}/{len(todo)}] step {run.step.index} {run.step.slug} seed {run.seed}"
+        say(f"[run {i}/{len(todo)}] step {run.step.index} {run.step.slug} seed {run.seed}"
               f"{' (resuming)' if run.state == 'resume' else ''} | elapsed {_format_seconds(elapsed)} | {eta}",
               flush=True)
-        with run_lock(dirs["locks"] / f"{run.name}.lock") as acquired:
+        lock = run_lock(dirs["locks"] / f"{run.name}.lock") if rank_zero else contextlib.nullcontext(True)
+        with lock as acquired:
             if not acquired:
-                print(f"  skipped: another runner holds {run.name}'s lock", flush=True)
+                say(f"  skipped: another runner holds {run.name}'s lock", flush=True)
                 continue
             if run.record_path.exists():  # finished by another runner meanwhile
                 record = read_record(run.record_path)
@@ -249,19 +278,20 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
                           "failed_epoch": error.epoch, "top1": None, "top5": None, "val_loss": None,
                           "wall_time_s": time.time() - run_started, "git_commit": commit, "git_dirty": dirty}
                 failures.append(run)
-                print(f"  FAILED: {error}; recorded in {run.record_path}; the study goes on", flush=True)
-            write_record(run.record_path, record)
+                say(f"  FAILED: {error}; recorded in {run.record_path}; the study goes on", flush=True)
+            if rank_zero:
+                write_record(run.record_path, record)
             finished_times.append(time.time() - run_started)
             if record["status"] == "done":
-                print(f"  done: top-1 {record['top1']:.2f}%  train {record['train_throughput']:.0f} img/s"
+                say(f"  done: top-1 {record['top1']:.2f}%  train {record['train_throughput']:.0f} img/s"
                       f"  {_format_seconds(record['wall_time_s'])}", flush=True)
-    print(f"study {study.name}: {len(todo)} run(s) trained in {_format_seconds(time.time() - started)}; "
+    say(f"study {study.name}: {len(todo)} run(s) trained in {_format_seconds(time.time() - started)}; "
           f"records in {dirs['runs']}", flush=True)
-    if failures:
+    if failures and rank_zero:
         print(f"error: {len(failures)} run(s) failed ({', '.join(r.name for r in failures)}); see their records; "
               "fix the recipe, then rerun with --retry-failed", file=sys.stderr)
         return 1
     return 0
 
 
-__all__ = ["Run", "plan_runs", "execute", "training_gmacs", "study_dirs", "RunInterrupted", "CorruptRecordError"]
+__all__ = ["Run", "plan_runs", "execute", "process_rank", "training_gmacs", "study_dirs", "RunInterrupted", "CorruptRecordError"]
