@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from convnext_steps import Step, build_model, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
@@ -160,6 +161,10 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     logger = CSVLogger(dirs["logs"], name=run.name, version=run.hash[:8])
+    if SLURMEnvironment.detect():
+        # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
+        # script requeues. Lightning's own requeue would race with it.
+        trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision), logger=logger,
                          callbacks=callbacks, val_check_interval=1.0 / cfg.val_checks_per_epoch,
                          enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
