@@ -1,0 +1,65 @@
+"""benchmarks/throughput.py runs end to end and writes well-formed CSVs. No assertion on
+speed: a benchmark's numbers belong to its machine, not to the test suite."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "throughput.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+from throughput import COLUMNS  # noqa: E402
+
+from roadmap.config import TrainConfig  # noqa: E402
+from roadmap.data import BatchAugment  # noqa: E402
+
+
+def test_throughput_script_tiny_run(tmp_path):
+    out = tmp_path / "tp.csv"
+    # One thread: a busy 2-core machine slows OpenMP with 2 threads several times over.
+    cmd = [sys.executable, str(SCRIPT), "--steps", "0,15", "--settings", "a", "--iters", "1",
+           "--warmup", "0", "--batch-a", "8", "--formats", "channels_last", "--dtypes", "fp32",
+           "--peak-size", "256", "--peak-reps", "2", "--threads", "1", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ours vs torchvision" in run.stdout and "naive path" in run.stdout
+
+    df = pd.read_csv(out)
+    assert list(df.columns) == COLUMNS
+    # steps 0 and 15 at width 0.25, the same at width 1, torchvision's two models
+    assert len(df) == 6
+    assert set(df["model"]) == {"resnet50", "convnext_t", "torchvision.resnet50",
+                                "torchvision.convnext_tiny"}
+    assert sorted(df["step_index"].dropna().astype(int)) == [0, 0, 15, 15]
+    numeric = ["train_img_s", "eval_img_s", "gmacs_per_img", "train_gflops", "eval_gflops",
+               "train_peak_frac", "eval_peak_frac"]
+    assert (df[numeric] > 0).all().all()
+    assert (df["setting"] == "a").all() and (df["memory_format"] == "channels_last").all()
+
+    naive = pd.read_csv(tmp_path / "tp_naive.csv")
+    assert list(naive["step_index"]) == [0, 15]
+    assert (naive[["naive_img_s", "ours_img_s", "speedup", "naive_loader_img_s",
+                   "ours_batches_img_s"]] > 0).all().all()
+
+
+def test_batch_augment_matches_per_sample_slicing():
+    """The runner's batched crop + flip (roadmap.data.BatchAugment) equals cropping each sample
+    by plain slicing with the same random draws."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 12, 10), dtype=torch.uint8)
+    out = BatchAugment(TrainConfig(crop_padding=4, hflip=True))(x, torch.Generator().manual_seed(1))
+
+    gen = torch.Generator().manual_seed(1)  # replay the draws in BatchAugment's order
+    top = torch.randint(0, 9, (64,), generator=gen).tolist()
+    left = torch.randint(0, 9, (64,), generator=gen).tolist()
+    flip = (torch.rand(64, generator=gen) < 0.5).tolist()
+    padded = F.pad(x, (4, 4, 4, 4))
+    for i in range(64):
+        crop = padded[i, :, top[i]:top[i] + 12, left[i]:left[i] + 10]
+        assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
+    assert 0 < sum(flip) < 64 and len(set(top)) > 1
