@@ -204,3 +204,32 @@ def test_in_memory_batches_are_a_function_of_seed_epoch_and_batch():
         assert torch.equal(a, b) and torch.equal(la, lb)
     resumed.sampler.set_epoch(1)
     assert len(list(resumed)) == 6, "a new epoch starts from its first batch"
+
+
+def test_unwritable_results_directory(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    result = run_cli("--preset", "smoke", "--steps", "0", "--out", str(blocker / "results"))
+    assert_one_line_error(result, "a_file")
+    assert blocker.read_text() == "not a directory"
+
+
+def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import roadmap.records
+    out = tmp_path / "results"
+    assert runner.main(["--preset", "smoke", "--steps", "0", "--out", str(out), "--plots", str(tmp_path / "p")]) == 0
+    runs = out / "smoke" / "runs"
+    before = {p.name: p.read_bytes() for p in runs.iterdir()}
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(roadmap.records.os, "fsync", no_space)
+    code = runner.main(["--preset", "smoke", "--steps", "0-1", "--out", str(out), "--plots", str(tmp_path / "p")])
+    assert code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left" in errors[0]
+    assert {p.name: p.read_bytes() for p in runs.iterdir()} == before, "nothing written is touched"
+    assert not list(out.rglob("*.tmp"))
