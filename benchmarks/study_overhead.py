@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,20 +24,11 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from roadmap.config import TrainConfig  # noqa: E402
 from roadmap.training import RoadmapClassifier  # noqa: E402
-
-
-def median_time(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from throughput import median_seconds  # noqa: E402
 
 
 def compute_seconds(record: dict, iters: int) -> dict[str, float]:
@@ -58,12 +48,12 @@ def compute_seconds(record: dict, iters: int) -> dict[str, float]:
         optimizer.step()
 
     model.train()
-    train_batch = median_time(train_step, 3, iters)
+    train_batch = median_seconds(train_step, 3, iters)
     val_batch_size = max(cfg.batch_size, 256)
     xv = torch.randn(val_batch_size, in_chans, cfg.resolution, cfg.resolution).to(memory_format=fmt)
     model.eval()
     with torch.inference_mode():
-        eval_batch = median_time(lambda: model(xv), 2, max(iters // 2, 3))
+        eval_batch = median_seconds(lambda: model(xv), 2, max(iters // 2, 3))
     train_batches = record["train_images"] // cfg.batch_size * cfg.epochs
     val_batches = -(-record["val_images"] // val_batch_size) * cfg.val_checks_per_epoch * cfg.epochs
     return {"train_compute_s": train_batch * train_batches, "eval_compute_s": eval_batch * val_batches}
