@@ -103,7 +103,7 @@ def plot_command(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: no records in {study_dir / 'runs'}; check --out and --study")
         table = write_tables(study_dir)
         print(f"\n## {name}\n\n{markdown_table(table)}")
-        for path in draw_figures(study_dir, args.plots / name, title=name):
+        for path in draw_figures(study_dir, args.plots / name):
             print(f"wrote {path}")
     return 0
 
@@ -135,7 +135,7 @@ def train_command(args: argparse.Namespace) -> int:
         study_dir = args.out / study.name
         table = write_tables(study_dir, [r.step.slug for r in runs])
         print(markdown_table(table))
-        for path in draw_figures(study_dir, args.plots / study.name, title=study.name):
+        for path in draw_figures(study_dir, args.plots / study.name):
             print(f"wrote {path}")
     return code
 
