@@ -233,3 +233,19 @@ def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
     assert len(errors) == 1 and "No space left" in errors[0]
     assert {p.name: p.read_bytes() for p in runs.iterdir()} == before, "nothing written is touched"
     assert not list(out.rglob("*.tmp"))
+
+
+def test_missing_data_lists_where_it_looked(tmp_path, monkeypatch):
+    import roadmap.data as data
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setattr(data.datasets, "FashionMNIST", offline)
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+    with pytest.raises(data.DataError) as error:
+        data.load_fashion_mnist(str(tmp_path / "mine"))
+    message = str(error.value)
+    assert str(tmp_path / "mine") in message and str(tmp_path / "system") in message
+    assert "dataset-fashion-mnist" in message and "--data-dir" in message and "\n" not in message
