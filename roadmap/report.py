@@ -376,7 +376,11 @@ def _new_figure(size: tuple[float, float] = (10, 8)) -> Figure:
 def _save(fig: Figure, path: Path) -> Path:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150, facecolor="white")
+        # No date in the file: redrawing the same results gives the same bytes (clean git diffs).
+        fmt = path.suffix.lstrip(".")
+        metadata = {"Date": None} if fmt in ("svg", "pdf") else None
+        with mpl.rc_context({"svg.hashsalt": "convnext-roadmap"}):  # stable SVG ids
+            fig.savefig(tmp, format=fmt, dpi=150, facecolor="white", metadata=metadata)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
