@@ -3,8 +3,9 @@ resumed from its checkpoint when it was interrupted."""
 
 from __future__ import annotations
 
-import datetime as dt
 import contextlib
+import datetime as dt
+import functools
 import logging
 import os
 import platform
@@ -93,6 +94,13 @@ def training_gmacs(study: StudyConfig, run: Run) -> float:
     if cfg.train_subset:
         images = min(images, cfg.train_subset)
     return 3 * count_macs(model, cfg.resolution, in_chans) / 1e9 * images * cfg.epochs
+
+
+@functools.lru_cache(maxsize=None)
+def gmacs_at_224(slug: str) -> float:
+    """The step's multiply-adds in the paper's convention (width 1, 224x224, 1000 classes);
+    the same for every seed, so computed once per step."""
+    return count_macs(build_model(slug)) / 1e9
 
 
 def _format_seconds(seconds: float) -> str:
@@ -190,7 +198,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         "top1": metrics.get("val_top1"), "top5": metrics.get("val_top5"), "val_loss": metrics.get("val_loss"),
         "params": count_params(model),
         "gmacs_train_res": count_macs(model, cfg.resolution, datamodule.in_chans) / 1e9,
-        "gmacs_224": count_macs(build_model(run.step.slug)) / 1e9,
+        "gmacs_224": gmacs_at_224(run.step.slug),
         "train_throughput": throughput.train_img_s, "eval_throughput": throughput.eval_img_s,
         "wall_time_s": time.time() - started, "epochs": trainer.current_epoch,
         "train_images": datamodule.num_train, "val_images": datamodule.num_val,
@@ -290,7 +298,7 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
             if record["status"] == "done":
                 say(f"  done: top-1 {record['top1']:.2f}%  train {record['train_throughput']:.0f} img/s"
                       f"  {_format_seconds(record['wall_time_s'])}", flush=True)
-    say(f"study {study.name}: {len(todo)} run(s) trained in {_format_seconds(time.time() - started)}; "
+    say(f"study {study.name}: {len(finished_times)} run(s) trained in {_format_seconds(time.time() - started)}; "
           f"records in {dirs['runs']}", flush=True)
     if failures and rank_zero:
         print(f"error: {len(failures)} run(s) failed ({', '.join(r.name for r in failures)}); see their records; "
