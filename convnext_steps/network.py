@@ -93,8 +93,19 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if kind == "batch" else LayerNorm2d(channels, eps=1e-6)
 
 
+class GELU(nn.GELU):
+    """nn.GELU, computed on the NHWC view of a channels_last tensor: PyTorch's CPU GELU
+    kernel takes ~2x longer on channels_last strides than on the same memory seen as a
+    contiguous NHWC tensor (ReLU does not; measured in benchmarks/README.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 def make_activation(kind: ActivationKind) -> nn.Module:
-    return nn.ReLU(inplace=True) if kind == "relu" else nn.GELU()
+    return nn.ReLU(inplace=True) if kind == "relu" else GELU()
 
 
 class PointwiseConv(nn.Conv2d):
@@ -110,12 +121,33 @@ class PointwiseConv(nn.Conv2d):
         return y.permute(0, 3, 1, 2)
 
 
+class SameConv(nn.Conv2d):
+    """A stride-1 "same" kxk conv that leaves out the kernel taps which can only ever meet
+    zero padding. Same parameters, output and gradients as nn.Conv2d (a left-out tap's
+    gradient is exactly zero either way); cheaper where the map is smaller than the kernel.
+
+    Why: at 32x32 input, stage 3 is 2x2 and stage 4 1x1. There a 7x7 conv reaches only its
+    central 3x3 and 1x1 taps, yet oneDNN computes all 49, and its depthwise backward is the
+    largest single cost of the large-kernel steps (the default study's steps 6-15)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        reach_h, reach_w = min(kh, 2 * x.shape[-2] - 1), min(kw, 2 * x.shape[-1] - 1)
+        if (reach_h, reach_w) == (kh, kw):
+            return super().forward(x)
+        top, left = (kh - reach_h) // 2, (kw - reach_w) // 2
+        weight = self.weight[:, :, top:top + reach_h, left:left + reach_w]
+        return F.conv2d(x, weight, self.bias, 1, (reach_h // 2, reach_w // 2), 1, self.groups)
+
+
 def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
          followed_by_norm: bool = False) -> nn.Conv2d:
     """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
     bias = not (followed_by_norm and spec.norm == "batch")
     if kernel == 1 and groups == 1:
         return PointwiseConv(c_in, c_out, 1, stride, bias=bias)
+    if kernel % 2 == 1 and stride == 1:
+        return SameConv(c_in, c_out, kernel, padding=kernel // 2, groups=groups, bias=bias)
     return nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2 if kernel % 2 else 0,
                      groups=groups, bias=bias)
 
@@ -236,6 +268,16 @@ class RoadmapNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x))
+
+
+def use_plain_convs(model: nn.Module) -> nn.Module:
+    """Turn every PointwiseConv and SameConv of `model` back into a plain nn.Conv2d, in place.
+    Same parameters and results; for the benchmarks' naive path and for the tests that check
+    that the fast convs change nothing."""
+    for module in model.modules():
+        if isinstance(module, (PointwiseConv, SameConv)):
+            module.__class__ = nn.Conv2d
+    return model
 
 
 def _init_weights(module: nn.Module) -> None:

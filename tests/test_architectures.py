@@ -1,5 +1,6 @@
 """The roadmap's architectures against the paper (Table 10) and torchvision."""
 
+import copy
 import csv
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import torchvision
 
 from convnext_steps import build_model, get_step, list_steps, load_torchvision_weights, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
+from convnext_steps.network import PointwiseConv, SameConv, use_plain_convs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 # Table 10 as published; the BN -> LN row's 4.46 is a typo (Figure 2 prints 4.2 and a norm
@@ -86,6 +88,68 @@ def test_endpoints_are_torchvision_models(slug, factory, params):
         expected, got = theirs(x), ours(x)
     assert expected.abs().max() > 1.0, "the randomised model must produce non-trivial outputs"
     assert (expected - got).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("slug,factory", [("resnet50", torchvision.models.resnet50),
+                                          ("convnext_t", torchvision.models.convnext_tiny)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_endpoints_equal_torchvision_on_maps_smaller_than_kernels(slug, factory, memory_format):
+    """At 32x32 input the last stages are 2x2 and 1x1, where SameConv leaves out taps."""
+    theirs, ours = factory(), build_model(slug)
+    _randomise(theirs)
+    load_torchvision_weights(ours, theirs.state_dict())
+    theirs.eval(), ours.eval()
+    x = torch.randn(2, 3, 32, 32).to(memory_format=memory_format)
+    with torch.no_grad():
+        expected, got = theirs.to(memory_format=memory_format)(x), ours.to(memory_format=memory_format)(x)
+    assert expected.abs().max() > 1.0
+    assert (expected - got).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: s.slug)
+def test_fast_convs_change_no_output_and_no_gradient(step):
+    """SameConv and PointwiseConv against plain nn.Conv2d, whole model, training mode, at
+    32x32 (maps down to 1x1, where SameConv leaves taps out) on channels_last input (where
+    PointwiseConv runs as a matmul)."""
+    torch.manual_seed(0)
+    fast = build_model(step.slug, num_classes=10, in_chans=1, width_mult=0.25,
+                       layer_scale_init=0.5)
+    _randomise(fast)
+    plain = use_plain_convs(copy.deepcopy(fast))
+    assert not any(isinstance(m, (SameConv, PointwiseConv)) for m in plain.modules())
+    x = torch.randn(4, 1, 32, 32).to(memory_format=torch.channels_last)
+    outputs = []
+    for model in (fast, plain):
+        model.to(memory_format=torch.channels_last)
+        out = model(x)
+        out.logsumexp(1).mean().backward()
+        outputs.append((out, {n: p.grad for n, p in model.named_parameters()}))
+    (out_fast, grads_fast), (out_plain, grads_plain) = outputs
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-4, atol=1e-4)
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_fast[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("kernel,groups", [(3, 1), (3, 8), (7, 8), (11, 8), (5, 2)])
+def test_same_conv_equals_conv2d_in_output_and_gradients(size, kernel, groups):
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(8, 8, kernel, padding=kernel // 2, groups=groups)
+    ours = SameConv(8, 8, kernel, padding=kernel // 2, groups=groups)
+    ours.load_state_dict(reference.state_dict())
+    x1 = torch.randn(4, 8, size, size, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    g = torch.randn(4, 8, size, size)
+    y1, y2 = reference(x1), ours(x2)
+    y1.backward(g), y2.backward(g)
+    torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-5)
+    reach = min(kernel, 2 * size - 1)
+    if reach < kernel:  # the taps that only meet padding get exactly zero gradient
+        border = (kernel - reach) // 2
+        assert ours.weight.grad[..., :border, :].abs().max() == 0
 
 
 def test_weights_of_the_wrong_model_are_refused():

@@ -24,7 +24,8 @@ def test_throughput_script_tiny_run(tmp_path):
     # One thread: a busy 2-core machine slows OpenMP with 2 threads several times over.
     cmd = [sys.executable, str(SCRIPT), "--steps", "0,15", "--settings", "a", "--iters", "1",
            "--warmup", "0", "--batch-a", "8", "--formats", "channels_last", "--dtypes", "fp32",
-           "--peak-size", "256", "--peak-reps", "2", "--threads", "1", "--out", str(out)]
+           "--peak-size", "256", "--peak-reps", "2", "--threads", "1", "--out", str(out),
+           "--pair-rounds-a", "2"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ours vs torchvision" in run.stdout and "naive path" in run.stdout
@@ -40,6 +41,15 @@ def test_throughput_script_tiny_run(tmp_path):
                "train_peak_frac", "eval_peak_frac"]
     assert (df[numeric] > 0).all().all()
     assert (df["setting"] == "a").all() and (df["memory_format"] == "channels_last").all()
+
+    # each of our endpoints at width 1 timed in alternation with its torchvision twin
+    pairs = pd.read_csv(tmp_path / "tp_vs_torchvision.csv")
+    assert list(zip(pairs["ours"], pairs["torchvision"])) == [("resnet50", "resnet50"),
+                                                              ("convnext_t", "convnext_tiny")]
+    for mode in ("train", "eval"):
+        assert (pairs[[f"{mode}_ours_img_s", f"{mode}_tv_img_s", f"{mode}_ratio_median"]] > 0).all().all()
+        assert (pairs[f"{mode}_ratio_q1"] <= pairs[f"{mode}_ratio_q3"]).all()
+    assert (pairs["rounds"] == 2).all()
 
     naive = pd.read_csv(tmp_path / "tp_naive.csv")
     assert list(naive["step_index"]) == [0, 15]
