@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/throughput.py` from anywhere
 
 from convnext_steps import build_model, resolve_steps  # noqa: E402
 from convnext_steps.complexity import count_macs  # noqa: E402
+from convnext_steps.network import use_plain_convs  # noqa: E402
 from roadmap.config import load_study  # noqa: E402
 from roadmap.data import BatchAugment  # noqa: E402
 from roadmap.data import InMemoryBatches as RunnerBatches  # noqa: E402
@@ -96,6 +97,13 @@ class Job:
     @property
     def is_torchvision(self) -> bool:
         return self.step_index is None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Our step and its torchvision twin, timed in alternation (see `interleaved_seconds`)."""
+    ours: Job
+    theirs: Job
 
 
 # ----------------------------------------------------------------------------- models
@@ -149,6 +157,25 @@ def median_seconds(fn: Callable[[], object], warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_seconds(fns: dict[str, Callable[[], object]], warmup: int,
+                        rounds: int) -> dict[str, list[float]]:
+    """Wall time of each call of each function, the functions taking turns (ABBA order).
+    Why: on a shared 2-core machine the speed drifts by +-20% over minutes, more than the
+    differences we look for; in alternation both sides meet the same drift, and the ratio of
+    their times round by round cancels it."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def make_optimizer(model: nn.Module, adamw_impl: str) -> torch.optim.Optimizer:
     """AdamW as the runner uses it (`default` = PyTorch's choice: a for-loop on CPU)."""
     kwargs = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(adamw_impl, {})
@@ -168,22 +195,20 @@ def train_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, dtype: str
     return step
 
 
-def measure_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: str,
-                  warmup: int, iters: int, adamw_impl: str) -> float:
-    """Training img/s on one in-memory batch (the data path is measured separately)."""
+def train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: str,
+             adamw_impl: str) -> Callable[[], None]:
+    """One training iteration on one in-memory batch (the data path is measured separately)."""
     model.train()
-    step = train_step_fn(model, make_optimizer(model, adamw_impl), dtype, lambda: (x, y))
-    return x.shape[0] / median_seconds(step, warmup, iters)
+    return train_step_fn(model, make_optimizer(model, adamw_impl), dtype, lambda: (x, y))
 
 
-def measure_eval(model: nn.Module, x: torch.Tensor, dtype: str, warmup: int, iters: int) -> float:
-    """Eval img/s: model.eval(), inference_mode, forward only."""
-    model.eval()
-
+def eval_fn(model: nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], None]:
+    """One eval iteration: model.eval(), inference_mode, forward only."""
     def forward() -> None:
+        model.eval()
         with torch.inference_mode(), autocast(dtype):
             model(x)
-    return x.shape[0] / median_seconds(forward, warmup, iters)
+    return forward
 
 
 def to_format(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
@@ -265,7 +290,8 @@ def measure_naive_vs_ours(job: Job, images: torch.Tensor, labels: torch.Tensor, 
     """Training img/s of one architecture fed and run the naive way and our way. The
     iteration time includes fetching the batch."""
     s = job.setting
-    model = make_model(job, drop_path, seed)  # naive: contiguous NCHW, fp32, eager
+    # naive: every conv an nn.Conv2d, contiguous NCHW, fp32, eager
+    model = use_plain_convs(make_model(job, drop_path, seed))
     model.train()
     batches = endless(naive_loader(images, labels, s.batch))
     naive = train_step_fn(model, make_optimizer(model, adamw_impl), "fp32", lambda: next(batches))
@@ -292,25 +318,29 @@ def measure_data_paths(images: torch.Tensor, labels: torch.Tensor, batch: int,
 
 # ----------------------------------------------------------------------------- planning
 
-def plan_jobs(args: argparse.Namespace, settings: dict[str, Setting]) -> list[Job]:
-    """Setting a: the selected steps at the preset width, plus (for the comparison with
-    torchvision) our ResNet-50 / ConvNeXt-T at width 1. Setting b: the --steps-b steps."""
+def plan_jobs(args: argparse.Namespace,
+              settings: dict[str, Setting]) -> tuple[list[Job], list[Pair]]:
+    """Jobs timed alone: setting a's selected steps at the preset width, setting b's --steps-b.
+    Pairs timed in alternation: in each setting, our steps 0 / 15 at width 1 and torchvision's
+    resnet50 / convnext_tiny (if step 0 / 15 is selected). A step that is also in a pair is
+    not timed a second time alone."""
     jobs: list[Job] = []
+    pairs: list[Pair] = []
     steps = resolve_steps(args.steps)
-    endpoints = [s for s in resolve_steps(ENDPOINT_STEPS) if s in steps]
+    twins = {slug: tv for tv, slug in TORCHVISION_TWINS.items()}
     for name in args.settings:
         setting = settings[name]
-        if name == "a":
-            chosen = [(st, setting.width_mult) for st in steps]
-            if args.torchvision and setting.width_mult != 1.0:
-                chosen += [(st, 1.0) for st in endpoints]
-        else:
-            steps_b = steps if args.steps_b == "same" else resolve_steps(args.steps_b)
-            chosen = [(st, setting.width_mult) for st in steps_b]
-        jobs += [Job(st.slug, st.index, setting, width) for st, width in chosen]
+        chosen = steps if name == "a" or args.steps_b == "same" else resolve_steps(args.steps_b)
+        paired = set()
         if args.torchvision:
-            jobs += [Job(f"torchvision.{m}", None, setting, 1.0) for m in TORCHVISION_MODELS]
-    return jobs
+            for st in chosen if name == "b" else steps:
+                if st.slug in twins:
+                    pairs.append(Pair(Job(st.slug, st.index, setting, 1.0),
+                                      Job(f"torchvision.{twins[st.slug]}", None, setting, 1.0)))
+                    paired.add(st.slug)
+        jobs += [Job(st.slug, st.index, setting, setting.width_mult) for st in chosen
+                 if not (st.slug in paired and setting.width_mult == 1.0)]
+    return jobs, pairs
 
 
 def with_macs(job: Job, drop_path: float) -> Job:
@@ -339,18 +369,28 @@ def estimate_seconds(macs: int, setting: Setting, memory_format: str, dtype: str
     return (setting.warmup + setting.iters) * iteration * _COST_FACTOR[memory_format, dtype]
 
 
-Work = tuple[Job, str | None, str | None, float]
+Work = tuple[Job | Pair, str | None, str | None, float]
 
 
-def plan_work(args: argparse.Namespace, jobs: list[Job], naive_jobs: list[Job],
-              peak_fp32: float) -> list[Work]:
-    """(job, memory format, dtype, estimated seconds) in run order; format None = the
-    naive-vs-ours comparison, run after setting a."""
+def plan_work(args: argparse.Namespace, jobs: list[Job], pairs: list[Pair],
+              naive_jobs: list[Job], peak_fp32: float) -> list[Work]:
+    """(job or pair, memory format, dtype, estimated seconds) in run order; format None =
+    the naive-vs-ours comparison, run after setting a."""
     work: list[Work] = []
+
+    def estimate(job: Job, fmt: str, dtype: str, iters: int) -> float:
+        s = replace(job.setting, iters=iters)
+        return sum(estimate_seconds(job.macs, s, fmt, dtype, mode, peak_fp32)
+                   for mode in ("train", "eval"))
+
     for name in args.settings:
         for job in (j for j in jobs if j.setting.name == name):
-            work += [(job, fmt, dtype, sum(estimate_seconds(job.macs, job.setting, fmt, dtype, mode,
-                                                            peak_fp32) for mode in ("train", "eval")))
+            work += [(job, fmt, dtype, estimate(job, fmt, dtype, job.setting.iters))
+                     for fmt in args.formats for dtype in args.dtypes]
+        for pair in (p for p in pairs if p.ours.setting.name == name):
+            rounds = getattr(args, f"pair_rounds_{name}")
+            work += [(pair, fmt, dtype, sum(estimate(j, fmt, dtype, rounds)
+                                            for j in (pair.ours, pair.theirs)))
                      for fmt in args.formats for dtype in args.dtypes]
         if name == "a":  # both paths train; the naive loader adds ~0.5 ms per image
             work += [(job, None, None,
@@ -414,10 +454,30 @@ def format_ratios(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).dropna(axis=1, how="all")
 
 
-def ours_vs_torchvision(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Our ResNet-50 / ConvNeXt-T against torchvision's at width 1: (a) at equal memory
-    format and dtype, (b) each side at its best format x dtype."""
-    equal, best = [], []
+def pair_row(pair: Pair, fmt: str, dtype: str,
+             times: dict[str, dict[str, list[float]]]) -> dict:
+    """One row of the paired comparison: each side's median img/s and, per mode, the
+    quartiles of the round-by-round speed ratio ours/torchvision (> 1: ours faster)."""
+    row = {"setting": pair.ours.setting.name, "ours": pair.ours.model,
+           "torchvision": pair.theirs.model.removeprefix("torchvision."),
+           "memory_format": fmt, "dtype": dtype}
+    batch = pair.ours.setting.batch
+    for mode, by_model in times.items():
+        ours, theirs = by_model[pair.ours.model], by_model[pair.theirs.model]
+        ratios = [t / o for o, t in zip(ours, theirs)]
+        q1, q2, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        row |= {f"{mode}_ours_img_s": batch / statistics.median(ours),
+                f"{mode}_tv_img_s": batch / statistics.median(theirs),
+                f"{mode}_ratio_median": statistics.median(ratios),
+                f"{mode}_ratio_q1": q1, f"{mode}_ratio_q3": q3,
+                f"{mode}_rounds_ours_faster": sum(r > 1 for r in ratios) / len(ratios)}
+    return row | {"rounds": len(ratios)}
+
+
+def ours_vs_torchvision(df: pd.DataFrame) -> pd.DataFrame:
+    """Our ResNet-50 / ConvNeXt-T against torchvision's at width 1, each side at its best
+    memory format x dtype (from the paired rows' medians)."""
+    best = []
     wide = df[df["width_mult"] == 1.0]
     for setting, group in wide.groupby("setting", sort=False):
         for tv_name, slug in TORCHVISION_TWINS.items():
@@ -425,14 +485,6 @@ def ours_vs_torchvision(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             tv = group[group["model"] == f"torchvision.{tv_name}"].set_index(["memory_format", "dtype"])
             if ours.empty or tv.empty:
                 continue
-            for key in ours.index.intersection(tv.index):
-                row = {"setting": setting, "ours": slug, "torchvision": tv_name,
-                       "memory_format": key[0], "dtype": key[1]}
-                for mode in ("train", "eval"):
-                    row[f"{mode} ours"] = ours.at[key, f"{mode}_img_s"]
-                    row[f"{mode} tv"] = tv.at[key, f"{mode}_img_s"]
-                    row[f"{mode} ours/tv"] = row[f"{mode} ours"] / row[f"{mode} tv"]
-                equal.append(row)
             for mode in ("train", "eval"):
                 col = f"{mode}_img_s"
                 o, t = ours[col].idxmax(), tv[col].idxmax()
@@ -440,7 +492,19 @@ def ours_vs_torchvision(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                              "ours best": "/".join(o), "ours img/s": ours.at[o, col],
                              "torchvision": tv_name, "tv best": "/".join(t),
                              "tv img/s": tv.at[t, col], "ours/tv": ours.at[o, col] / tv.at[t, col]})
-    return pd.DataFrame(equal), pd.DataFrame(best)
+    return pd.DataFrame(best)
+
+
+def format_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The paired rows, one line each, ratios as "median [q1, q3]"."""
+    table = pairs[["setting", "ours", "torchvision", "memory_format", "dtype"]].copy()
+    for mode in ("train", "eval"):
+        table[f"{mode} ours"] = pairs[f"{mode}_ours_img_s"].round(1)
+        table[f"{mode} tv"] = pairs[f"{mode}_tv_img_s"].round(1)
+        table[f"{mode} ours/tv"] = [f"{m:.2f} [{a:.2f}, {b:.2f}]" for m, a, b in zip(
+            pairs[f"{mode}_ratio_median"], pairs[f"{mode}_ratio_q1"], pairs[f"{mode}_ratio_q3"])]
+    table["rounds"] = pairs["rounds"]
+    return table
 
 
 def results_frame(rows: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
@@ -473,10 +537,39 @@ def model_and_batch(job: Job, fmt: str, drop_path: float,
 
 def measure_row(job: Job, fmt: str, dtype: str, model: nn.Module, x: torch.Tensor,
                 y: torch.Tensor, adamw_impl: str, peak: dict[str, float]) -> dict:
-    """Train and eval img/s of one model x format x dtype, and the GFLOP/s they imply."""
+    """Train and eval img/s of one model x format x dtype, timed alone."""
     s = job.setting
-    train = measure_train(model, x, y, dtype, s.warmup, s.iters, adamw_impl)
-    evaluate = measure_eval(model, x, dtype, s.warmup, s.iters)
+    train_s = median_seconds(train_fn(model, x, y, dtype, adamw_impl), s.warmup, s.iters)
+    eval_s = median_seconds(eval_fn(model, x, dtype), s.warmup, s.iters)
+    return row_from_seconds(job, fmt, dtype, train_s, eval_s, peak)
+
+
+def measure_pair(pair: Pair, fmt: str, dtype: str, rounds: int, adamw_impl: str,
+                 drop_path: float, seed: int, peak: dict[str, float]) -> tuple[list[dict], dict]:
+    """Both sides of a pair on the same input batch, timed in alternation: a throughput row
+    for each (medians) and the pair's ratio row."""
+    sides = {job.model: (job, *model_and_batch(job, fmt, drop_path, seed))
+             for job in (pair.ours, pair.theirs)}
+    x, y = sides[pair.ours.model][2:]
+    times = {
+        "train": interleaved_seconds({name: train_fn(model, x, y, dtype, adamw_impl)
+                                      for name, (_, model, _, _) in sides.items()},
+                                     pair.ours.setting.warmup, rounds),
+        "eval": interleaved_seconds({name: eval_fn(model, x, dtype)
+                                     for name, (_, model, _, _) in sides.items()},
+                                    pair.ours.setting.warmup, rounds),
+    }
+    rows = [row_from_seconds(job, fmt, dtype, statistics.median(times["train"][name]),
+                             statistics.median(times["eval"][name]), peak)
+            for name, (job, *_) in sides.items()]
+    return rows, pair_row(pair, fmt, dtype, times)
+
+
+def row_from_seconds(job: Job, fmt: str, dtype: str, train_s: float, eval_s: float,
+                     peak: dict[str, float]) -> dict:
+    """A throughput row: img/s and the GFLOP/s they imply."""
+    s = job.setting
+    train, evaluate = s.batch / train_s, s.batch / eval_s
     gflop = 2 * job.macs / 1e9  # per image, forward; training counts 3 forwards
     return {"model": job.model, "step_index": job.step_index, "setting": s.name,
             "resolution": s.resolution, "batch": s.batch, "width_mult": job.width_mult,
@@ -529,7 +622,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="warm-up iterations in every setting (overrides "
                                                "--warmup-a/-b)")
     p.add_argument("--iters", type=int, help="timed iterations in every setting (overrides "
-                                              "--iters-a/-b)")
+                                              "--iters-a/-b; not the --pair-rounds)")
     for name, res, batch, width, classes, chans, warmup, iters in (
             ("a", 32, 128, 0.25, 10, 1, 2, 3), ("b", 224, 32, 1.0, 1000, 3, 1, 1)):
         p.add_argument(f"--res-{name}", type=int, default=res, help=f"setting {name} resolution")
@@ -546,11 +639,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help=f"setting {name} timed iterations (median reported)"
                             + ("; one 224px iteration takes seconds, so 1 keeps the default "
                                "run near 15 min; 2 adds ~4 min" if name == "b" else ""))
+    for name, rounds in (("a", 16), ("b", 6)):
+        p.add_argument(f"--pair-rounds-{name}", type=int, default=rounds,
+                       help=f"setting {name}: rounds of the comparison with torchvision (each "
+                            "round times one iteration of each side, in alternation)")
     p.add_argument("--drop-path", type=float, default=0.0,
                    help="stochastic depth of our steps and of torchvision's convnext_tiny "
                         "(torchvision's own default is 0.1; 0 keeps both equal and cheapest)")
-    p.add_argument("--adamw", choices=("default", "foreach", "fused"), default="default",
-                   help="AdamW implementation (default: PyTorch's choice, as the runner)")
+    p.add_argument("--adamw", choices=("default", "foreach", "fused"), default="fused",
+                   help="AdamW implementation (fused, as the runner; default = PyTorch's choice, "
+                        "a for-loop on CPU)")
     p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
     p.add_argument("--peak-reps", type=int, default=5, help="matmuls timed for the peak")
     p.add_argument("--threads", type=int, default=0,
@@ -569,7 +667,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, f"warmup_{name}", args.warmup)
         if args.iters is not None:
             setattr(args, f"iters_{name}", args.iters)
-        if getattr(args, f"iters_{name}") < 1 or getattr(args, f"warmup_{name}") < 0:
+        if min(getattr(args, f"iters_{name}"), getattr(args, f"pair_rounds_{name}")) < 1 \
+                or getattr(args, f"warmup_{name}") < 0:
             p.error("need iters >= 1 and warmup >= 0")
     try:
         resolve_steps(args.steps)
@@ -599,32 +698,41 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul peak ({args.peak_size}^2): fp32 {peak['fp32']:.0f} GFLOP/s, "
           f"bf16 {peak['bf16']:.0f} GFLOP/s")
 
-    jobs = [with_macs(job, args.drop_path) for job in plan_jobs(args, settings)]
+    planned_jobs, planned_pairs = plan_jobs(args, settings)
+    jobs = [with_macs(job, args.drop_path) for job in planned_jobs]
+    pairs = [Pair(with_macs(p.ours, args.drop_path), with_macs(p.theirs, args.drop_path))
+             for p in planned_pairs]
     naive_jobs = ([j for j in jobs if j.setting.name == "a" and not j.is_torchvision
                    and j.width_mult == settings["a"].width_mult]
                   if args.naive and "a" in args.settings else [])
     naive_jobs = [replace(j, setting=replace(j.setting, in_chans=1, num_classes=10))
                   for j in naive_jobs]
-    work = plan_work(args, jobs, naive_jobs, peak["fp32"])
+    work = plan_work(args, jobs, pairs, naive_jobs, peak["fp32"])
     total_estimate = sum(w[3] for w in work)
     parts: dict[str, float] = {}
-    for job, fmt, _, seconds in work:
-        key = f"naive path x{len(naive_jobs)}" if fmt is None else f"setting {job.setting.name}"
+    for item, fmt, _, seconds in work:
+        setting_name = (item.ours if isinstance(item, Pair) else item).setting.name
+        key = (f"naive path x{len(naive_jobs)}" if fmt is None else
+               f"setting {setting_name}{' vs torchvision' if isinstance(item, Pair) else ''}")
         parts[key] = parts.get(key, 0.0) + seconds
     print(f"plan: {len(work)} measurements, rough estimate {fmt_duration(total_estimate)} ("
           + ", ".join(f"{k} ~{fmt_duration(v)}" for k, v in parts.items())
           + "); a running ETA follows")
     warn_if_busy()
     if args.dry_run:
-        for job, fmt, dtype, seconds in work:
-            print(f"  {job.setting.name} {job.model:26s} w{job.width_mult:<5g} "
+        for item, fmt, dtype, seconds in work:
+            job = item.ours if isinstance(item, Pair) else item
+            name = f"{job.model} vs {item.theirs.model}" if isinstance(item, Pair) else job.model
+            print(f"  {job.setting.name} {name:26s} w{job.width_mult:<5g} "
                   f"{fmt or 'naive-vs-ours':14s} {dtype or '':5s} {job.macs / 1e9:7.3f} GMACs  "
                   f"~{fmt_duration(seconds)}")
         return 0
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     naive_out = args.out.with_name(f"{args.out.stem}_naive{args.out.suffix or '.csv'}")
+    pairs_out = args.out.with_name(f"{args.out.stem}_vs_torchvision{args.out.suffix or '.csv'}")
     rows: list[dict] = []
+    pair_rows: list[dict] = []
     naive_rows: list[dict] = []
     data = paths = None
     if naive_jobs:
@@ -634,16 +742,28 @@ def main(argv: list[str] | None = None) -> int:
     inputs: tuple[Job, str, nn.Module, torch.Tensor, torch.Tensor] | None = None
     done_estimate, loop_start = 0.0, time.perf_counter()
     for i, (job, fmt, dtype, estimate) in enumerate(work, 1):
-        s = job.setting
-        label = f"{s.name} {job.model} w{job.width_mult:g}"
-        if fmt is None or dtype is None:
+        if isinstance(job, Pair):
+            assert fmt is not None and dtype is not None
+            inputs = None
+            gc.collect()
+            rounds = getattr(args, f"pair_rounds_{job.ours.setting.name}")
+            side_rows, paired = measure_pair(job, fmt, dtype, rounds, args.adamw, args.drop_path,
+                                             args.seed, peak)
+            rows += [{**r, **meta} for r in side_rows]
+            pair_rows.append({**paired, **meta})
+            label = (f"{job.ours.setting.name} {job.ours.model} vs {job.theirs.model} {fmt} "
+                     f"{dtype}: ours/tv train {paired['train_ratio_median']:.2f}x, "
+                     f"eval {paired['eval_ratio_median']:.2f}x")
+        elif fmt is None or dtype is None:
+            s = job.setting
             assert data is not None and paths is not None
             result = measure_naive_vs_ours(job, *data, args.seed, args.drop_path, args.adamw)
             naive_rows.append({"model": job.model, "step_index": job.step_index,
                                "resolution": s.resolution, "batch": s.batch,
                                "width_mult": job.width_mult, **result, **paths, **meta})
-            label += (f" naive-vs-ours: naive {result['naive_img_s']:.0f} img/s, ours "
-                      f"{result['ours_img_s']:.0f} img/s ({result['speedup']:.2f}x)")
+            label = (f"{s.name} {job.model} w{job.width_mult:g} naive-vs-ours: naive "
+                     f"{result['naive_img_s']:.0f} img/s, ours {result['ours_img_s']:.0f} img/s "
+                     f"({result['speedup']:.2f}x)")
         else:
             if inputs is None or inputs[:2] != (job, fmt):  # fresh model + batch per job x format
                 inputs = None
@@ -651,8 +771,8 @@ def main(argv: list[str] | None = None) -> int:
                 inputs = (job, fmt, *model_and_batch(job, fmt, args.drop_path, args.seed))
             row = measure_row(job, fmt, dtype, *inputs[2:], args.adamw, peak)
             rows.append({**row, **meta})
-            label += (f" {fmt} {dtype}: train {row['train_img_s']:.0f} img/s, "
-                      f"eval {row['eval_img_s']:.0f} img/s")
+            label = (f"{job.setting.name} {job.model} w{job.width_mult:g} {fmt} {dtype}: train "
+                     f"{row['train_img_s']:.0f} img/s, eval {row['eval_img_s']:.0f} img/s")
         done_estimate += estimate
         elapsed = time.perf_counter() - loop_start
         eta = (total_estimate - done_estimate) * elapsed / max(done_estimate, 1e-9)
@@ -660,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
               f"ETA {fmt_duration(eta)})", flush=True)
         if i == len(work) or work[i][0] != job:  # after each model: a stopped run keeps its rows
             results_frame(rows, COLUMNS).to_csv(args.out, index=False)
+            if pair_rows:
+                pd.DataFrame(pair_rows).to_csv(pairs_out, index=False)
             if naive_rows:
                 results_frame(naive_rows).to_csv(naive_out, index=False)
     inputs = None
@@ -672,9 +794,13 @@ def main(argv: list[str] | None = None) -> int:
     if not df.empty:
         print_table("speed-ups: channels_last vs contiguous, bf16 autocast vs fp32",
                     format_ratios(df))
-        equal, best = ours_vs_torchvision(df)
-        print_table("ours vs torchvision at width 1, equal memory format and dtype", equal)
-        print_table("best of ours vs best of torchvision (over memory format x dtype)", best)
+    if pair_rows:
+        print_table("ours vs torchvision at width 1, equal memory format and dtype, timed in "
+                    "alternation (ratio = ours img/s / torchvision img/s per round: median "
+                    "[quartiles]; > 1 = ours faster)", format_pairs(pd.DataFrame(pair_rows)))
+        print_table("best of ours vs best of torchvision (over memory format x dtype)",
+                    ours_vs_torchvision(df))
+        print(f"wrote {pairs_out}")
     if naive_rows and paths is not None:
         naive_df = results_frame(naive_rows)
         print_table("naive path (NCHW fp32, DataLoader + per-sample v2 transforms) vs ours "
