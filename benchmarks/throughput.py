@@ -5,11 +5,15 @@ Why: on CPU, how a model is run (memory format, autocast dtype, the data pipelin
 its speed by several times, and not always in the expected direction. This script puts
 the choices side by side so that the runner's defaults rest on numbers from this machine:
 
-* training (forward + backward + AdamW step) and eval (inference_mode) img/s, for every
-  selected step and for torchvision's resnet50 / convnext_tiny, in
-  setting a (the preset: 32x32, batch 128, width 0.25, 10 classes, 1 input channel) and
+* training (forward + backward + fused AdamW step) and eval (inference_mode) img/s, for
+  every selected step, in
+  setting a (the default `cpu` preset's resolution, batch and width: 32x32, 256, 0.25;
+  10 classes, 1 input channel) and
   setting b (ImageNet-like: 224x224, batch 32, width 1, 1000 classes, 3 input channels),
   for each memory format (contiguous NCHW, channels_last) and dtype (fp32, bf16 autocast);
+* our steps 0 and 15 at width 1 against torchvision's resnet50 / convnext_tiny in both
+  settings, each pair timed in alternation on the same batch, so that the machine's drift
+  over minutes (+-20% on a shared 2-core VM) cancels in the round-by-round ratio;
 * the machine's 2048x2048 matmul peak (fp32, bf16), and each row's achieved GFLOP/s as a
   fraction of the peak of its dtype (training counted as 3x the forward's multiply-adds);
 * the naive torchvision-style training path (NCHW fp32, DataLoader with per-sample
@@ -61,7 +65,6 @@ from roadmap.data import InMemoryBatches as RunnerBatches  # noqa: E402
 FORMATS: dict[str, torch.memory_format] = {
     "contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 DTYPES = ("fp32", "bf16")
-TORCHVISION_MODELS = ("resnet50", "convnext_tiny")
 # Our step that has the same architecture as each torchvision model (checked in the tests).
 TORCHVISION_TWINS = {"resnet50": "resnet50", "convnext_tiny": "convnext_t"}
 ENDPOINT_STEPS = "0,15"
@@ -465,7 +468,7 @@ def pair_row(pair: Pair, fmt: str, dtype: str,
     for mode, by_model in times.items():
         ours, theirs = by_model[pair.ours.model], by_model[pair.theirs.model]
         ratios = [t / o for o, t in zip(ours, theirs)]
-        q1, q2, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
         row |= {f"{mode}_ours_img_s": batch / statistics.median(ours),
                 f"{mode}_tv_img_s": batch / statistics.median(theirs),
                 f"{mode}_ratio_median": statistics.median(ratios),
@@ -594,7 +597,7 @@ def csv_list(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Setting a defaults: 32px, batch 128, width 0.25, 10 classes, 1 input channel "
+        epilog="Setting a defaults: the cpu preset's (32px, batch 256, width 0.25), 10 classes, 1 input channel "
                "(torchvision models keep width 1 and get a 1-channel stem). Setting b defaults: "
                "224px, batch 32, width 1, 1000 classes, 3 channels. The CSV has one row per "
                "model x setting x memory format x dtype; the naive-path comparison goes to "
@@ -623,8 +626,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                "--warmup-a/-b)")
     p.add_argument("--iters", type=int, help="timed iterations in every setting (overrides "
                                               "--iters-a/-b; not the --pair-rounds)")
+    preset = load_study("cpu")[0].train  # setting a = the default study's shapes
     for name, res, batch, width, classes, chans, warmup, iters in (
-            ("a", 32, 128, 0.25, 10, 1, 2, 3), ("b", 224, 32, 1.0, 1000, 3, 1, 1)):
+            ("a", preset.resolution, preset.batch_size, preset.width_mult, 10, 1, 2, 3),
+            ("b", 224, 32, 1.0, 1000, 3, 1, 1)):
         p.add_argument(f"--res-{name}", type=int, default=res, help=f"setting {name} resolution")
         p.add_argument(f"--batch-{name}", type=int, default=batch, help=f"setting {name} batch")
         p.add_argument(f"--width-{name}", type=float, default=width,
