@@ -130,6 +130,24 @@ def test_fast_convs_change_no_output_and_no_gradient(step):
         torch.testing.assert_close(grads_fast[name], grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("side", [1, 4, 14, 15, 28])  # matmul up to 14x14, conv above
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pointwise_conv_equals_conv2d_on_every_path(side, memory_format):
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(6, 10, 1)
+    ours = PointwiseConv(6, 10, 1)
+    ours.load_state_dict(reference.state_dict())
+    x1 = torch.randn(3, 6, side, side).to(memory_format=memory_format).requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = reference(x1), ours(x2)
+    y1.sum().backward(), y2.sum().backward()
+    torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    if memory_format == torch.channels_last:  # the matmul path keeps channels_last strides
+        assert y2.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("kernel,groups", [(3, 1), (3, 8), (7, 8), (11, 8), (5, 2)])
 def test_same_conv_equals_conv2d_in_output_and_gradients(size, kernel, groups):

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""1x1 convolution on channels_last tensors: oneDNN's conv vs a matmul over channels.
+
+Why: `PointwiseConv` picks one of the two by map size (`MAX_MATMUL_PIXELS`); this script
+prints the numbers that choice rests on, for the 1x1 shapes of ResNet-50 and ConvNeXt-T at
+224x224 batch 32 and of the default study (32x32, batch 256, width 0.25).
+
+    python benchmarks/pointwise.py [--iters 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from convnext_steps.network import PointwiseConv  # noqa: E402
+
+# (batch, in channels, out channels, map side)
+SHAPES = [
+    (32, 64, 256, 56), (32, 256, 64, 56), (32, 96, 384, 56), (32, 384, 96, 56),
+    (32, 128, 512, 28), (32, 512, 128, 28), (32, 768, 192, 28),
+    (32, 256, 1024, 14), (32, 1024, 256, 14), (32, 512, 2048, 7), (32, 2048, 512, 7),
+    (256, 16, 64, 8), (256, 64, 16, 8), (256, 24, 96, 8), (256, 96, 24, 8),
+    (256, 128, 32, 4), (256, 192, 48, 4), (256, 64, 256, 2),
+]
+
+
+def median_ms(fn: Callable[[], object], iters: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--iters", type=int, default=8)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pointwise.csv")
+    args = p.parse_args()
+    rows = []
+    for batch, c_in, c_out, side in SHAPES:
+        weight = torch.randn(c_out, c_in, 1, 1, requires_grad=True)
+        x = torch.randn(batch, c_in, side, side).to(memory_format=torch.channels_last)
+        x.requires_grad_()
+        grad = torch.randn(batch, c_out, side, side).to(memory_format=torch.channels_last)
+
+        def conv() -> torch.Tensor:
+            return F.conv2d(x, weight)
+
+        def matmul() -> torch.Tensor:
+            return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1)).permute(0, 3, 1, 2)
+
+        row = {"batch": batch, "c_in": c_in, "c_out": c_out, "map": f"{side}x{side}",
+               "pixels": side * side}
+        for name, fn in (("conv", conv), ("matmul", matmul)):
+            row[f"train_{name}_ms"] = median_ms(lambda: fn().backward(grad), args.iters)
+            with torch.inference_mode():
+                row[f"eval_{name}_ms"] = median_ms(fn, args.iters)
+        row["train_matmul_speedup"] = row["train_conv_ms"] / row["train_matmul_ms"]
+        row["eval_matmul_speedup"] = row["eval_conv_ms"] / row["eval_matmul_ms"]
+        row["pointwise_conv_uses"] = "matmul" if side * side <= PointwiseConv.MAX_MATMUL_PIXELS else "conv"
+        rows.append(row)
+        print(f"{batch:3d} x {c_in:4d}->{c_out:4d} on {side:2d}x{side:<2d}: train conv "
+              f"{row['train_conv_ms']:7.2f} ms, matmul {row['train_matmul_ms']:7.2f} ms "
+              f"({row['train_matmul_speedup']:.2f}x); eval {row['eval_matmul_speedup']:.2f}x; "
+              f"PointwiseConv uses {row['pointwise_conv_uses']}", flush=True)
+    df = pd.DataFrame(rows)
+    for uses, group in df.groupby("pointwise_conv_uses"):
+        print(f"maps where PointwiseConv uses {uses}: summed training time conv "
+              f"{group['train_conv_ms'].sum():.1f} ms, matmul {group['train_matmul_ms'].sum():.1f} ms")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
