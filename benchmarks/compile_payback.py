@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,26 +23,16 @@ os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")  # before torch
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convnext_steps import build_model, resolve_steps  # noqa: E402
 from roadmap.config import load_study  # noqa: E402
+from throughput import median_seconds, train_fn  # noqa: E402
 
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
-
-
-def training_iteration(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return step
 
 
 def measure(slug: str, compiled: bool, batch: int, resolution: int, width: float,
@@ -51,23 +40,17 @@ def measure(slug: str, compiled: bool, batch: int, resolution: int, width: float
     """(seconds of the first iteration, median seconds of the next `iters`)."""
     torch.manual_seed(0)
     model = build_model(slug, num_classes=10, in_chans=in_chans, width_mult=width)
-    model = model.to(memory_format=torch.channels_last).train()
+    model = model.to(memory_format=torch.channels_last)
     if compiled:
         torch._dynamo.reset()
         model.compile()  # in place: state_dict keys unchanged
     x = torch.randn(batch, in_chans, resolution, resolution).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
-    step = training_iteration(model, x, y)
+    step = train_fn(model, x, y, "fp32", "fused")
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
-    step()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+    return first, median_seconds(step, 1, iters)
 
 
 def main() -> int:

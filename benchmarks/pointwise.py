@@ -11,11 +11,8 @@ prints the numbers that choice rests on, for the 1x1 shapes of ResNet-50 and Con
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import torch
@@ -23,8 +20,10 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convnext_steps.network import PointwiseConv  # noqa: E402
+from throughput import median_seconds  # noqa: E402
 
 # (batch, in channels, out channels, map side)
 SHAPES = [
@@ -34,17 +33,6 @@ SHAPES = [
     (256, 16, 64, 8), (256, 64, 16, 8), (256, 24, 96, 8), (256, 96, 24, 8),
     (256, 128, 32, 4), (256, 192, 48, 4), (256, 64, 256, 2),
 ]
-
-
-def median_ms(fn: Callable[[], object], iters: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> int:
@@ -68,9 +56,9 @@ def main() -> int:
         row = {"batch": batch, "c_in": c_in, "c_out": c_out, "map": f"{side}x{side}",
                "pixels": side * side}
         for name, fn in (("conv", conv), ("matmul", matmul)):
-            row[f"train_{name}_ms"] = median_ms(lambda: fn().backward(grad), args.iters)
+            row[f"train_{name}_ms"] = 1e3 * median_seconds(lambda: fn().backward(grad), 2, args.iters)
             with torch.inference_mode():
-                row[f"eval_{name}_ms"] = median_ms(fn, args.iters)
+                row[f"eval_{name}_ms"] = 1e3 * median_seconds(fn, 2, args.iters)
         row["train_matmul_speedup"] = row["train_conv_ms"] / row["train_matmul_ms"]
         row["eval_matmul_speedup"] = row["eval_conv_ms"] / row["eval_matmul_ms"]
         row["pointwise_conv_uses"] = "matmul" if side * side <= PointwiseConv.MAX_MATMUL_PIXELS else "conv"

@@ -206,9 +206,11 @@ def train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: str,
 
 
 def eval_fn(model: nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], None]:
-    """One eval iteration: model.eval(), inference_mode, forward only."""
+    """One eval iteration: inference_mode, forward only (the model is put in eval mode now,
+    as `train_fn` puts it in train mode: create each just before timing it)."""
+    model.eval()
+
     def forward() -> None:
-        model.eval()
         with torch.inference_mode(), autocast(dtype):
             model(x)
     return forward
