@@ -109,23 +109,6 @@ def make_activation(kind: ActivationKind) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else GELU()
 
 
-class PointwiseConv(nn.Conv2d):
-    """A 1x1 conv computed as a matrix multiply over channels (as torchvision's ConvNeXt does
-    with nn.Linear). Same parameters and result as nn.Conv2d. Only on channels_last tensors,
-    where the permutes are free, and on maps of at most 14x14: there the matmul trains
-    1.0-1.7x faster than oneDNN's 1x1 convolution on CPU, while on 28x28 and 56x56 maps
-    (ImageNet's first two stages) oneDNN is up to 1.2x faster; other cases keep nn.Conv2d."""
-
-    MAX_MATMUL_PIXELS = 14 * 14
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.stride != (1, 1) or x.shape[-2] * x.shape[-1] > self.MAX_MATMUL_PIXELS
-                or not x.is_contiguous(memory_format=torch.channels_last)):
-            return super().forward(x)
-        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
-        return y.permute(0, 3, 1, 2)
-
-
 class SameConv(nn.Conv2d):
     """A stride-1 "same" kxk conv that leaves out the kernel taps which can only ever meet
     zero padding. Same parameters, output and gradients as nn.Conv2d (a left-out tap's
@@ -149,9 +132,7 @@ def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, gro
          followed_by_norm: bool = False) -> nn.Conv2d:
     """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
     bias = not (followed_by_norm and spec.norm == "batch")
-    if kernel == 1 and groups == 1:
-        return PointwiseConv(c_in, c_out, 1, stride, bias=bias)
-    if kernel % 2 == 1 and stride == 1:
+    if kernel % 2 == 1 and kernel > 1 and stride == 1:
         return SameConv(c_in, c_out, kernel, padding=kernel // 2, groups=groups, bias=bias)
     return nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2 if kernel % 2 else 0,
                      groups=groups, bias=bias)
@@ -214,7 +195,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Branch first: a sum takes its first operand's strides, and the branch's are
-        # channels_last (LN and 1x1 matmuls run NHWC). With NCHW strides, a 7x7 depthwise conv
+        # channels_last (convs and LN keep them). With NCHW strides, a 7x7 depthwise conv
         # on a 1x1 map (stage 4 at 32px) takes a oneDNN path ~100x slower.
         out = self.drop_path(self.layer_scale(self.branch(x)))
         out += self.shortcut(x)  # in place: keeps the branch's strides
@@ -276,11 +257,11 @@ class RoadmapNet(nn.Module):
 
 
 def use_plain_convs(model: nn.Module) -> nn.Module:
-    """Turn every PointwiseConv and SameConv of `model` back into a plain nn.Conv2d, in place.
-    Same parameters and results; for the benchmarks' naive path and for the tests that check
-    that the fast convs change nothing."""
+    """Turn every SameConv of `model` back into a plain nn.Conv2d, in place. Same parameters
+    and results; for the benchmarks' naive path and for the tests that check that the fast
+    convs change nothing."""
     for module in model.modules():
-        if isinstance(module, (PointwiseConv, SameConv)):
+        if isinstance(module, SameConv):
             module.__class__ = nn.Conv2d
     return model
 

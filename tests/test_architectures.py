@@ -10,7 +10,7 @@ import torchvision
 
 from convnext_steps import build_model, get_step, list_steps, load_torchvision_weights, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
-from convnext_steps.network import PointwiseConv, SameConv, use_plain_convs
+from convnext_steps.network import SameConv, use_plain_convs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 # Table 10 as published; the BN -> LN row's 4.46 is a typo (Figure 2 prints 4.2 and a norm
@@ -108,15 +108,14 @@ def test_endpoints_equal_torchvision_on_maps_smaller_than_kernels(slug, factory,
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: s.slug)
 def test_fast_convs_change_no_output_and_no_gradient(step):
-    """SameConv and PointwiseConv against plain nn.Conv2d, whole model, training mode, at
-    32x32 (maps down to 1x1, where SameConv leaves taps out) on channels_last input (where
-    PointwiseConv runs as a matmul)."""
+    """SameConv against plain nn.Conv2d, whole model, training mode, at 32x32 (maps down to
+    1x1, where SameConv leaves taps out) on channels_last input."""
     torch.manual_seed(0)
     fast = build_model(step.slug, num_classes=10, in_chans=1, width_mult=0.25,
                        layer_scale_init=0.5)
     _randomise(fast)
     plain = use_plain_convs(copy.deepcopy(fast))
-    assert not any(isinstance(m, (SameConv, PointwiseConv)) for m in plain.modules())
+    assert not any(isinstance(m, SameConv) for m in plain.modules())
     x = torch.randn(4, 1, 32, 32).to(memory_format=torch.channels_last)
     outputs = []
     for model in (fast, plain):
@@ -128,24 +127,6 @@ def test_fast_convs_change_no_output_and_no_gradient(step):
     torch.testing.assert_close(out_fast, out_plain, rtol=1e-4, atol=1e-4)
     for name, grad in grads_plain.items():
         torch.testing.assert_close(grads_fast[name], grad, rtol=1e-3, atol=1e-5, msg=name)
-
-
-@pytest.mark.parametrize("side", [1, 4, 14, 15, 28])  # matmul up to 14x14, conv above
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_pointwise_conv_equals_conv2d_on_every_path(side, memory_format):
-    torch.manual_seed(0)
-    reference = torch.nn.Conv2d(6, 10, 1)
-    ours = PointwiseConv(6, 10, 1)
-    ours.load_state_dict(reference.state_dict())
-    x1 = torch.randn(3, 6, side, side).to(memory_format=memory_format).requires_grad_()
-    x2 = x1.detach().clone().requires_grad_()
-    y1, y2 = reference(x1), ours(x2)
-    y1.sum().backward(), y2.sum().backward()
-    torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
-    if memory_format == torch.channels_last:  # the matmul path keeps channels_last strides
-        assert y2.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
