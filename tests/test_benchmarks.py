@@ -73,3 +73,38 @@ def test_batch_augment_matches_per_sample_slicing():
         crop = padded[i, :, top[i]:top[i] + 12, left[i]:left[i] + 10]
         assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
     assert 0 < sum(flip) < 64 and len(set(top)) > 1
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def test_rounding_sensitivity_runs_four_variants_on_the_same_data(tmp_path):
+    out = tmp_path / "rounding.csv"
+    run = run_script("rounding_sensitivity.py", "--preset", "smoke", "--step", "kernel_7", "--out", str(out),
+                     cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    df = pd.read_csv(out).set_index("variant")
+    assert list(df.index) == ["fast", "repeat", "plain", "nudged"]
+    # a second identical run is bit-identical: any drift of the others is theirs
+    for variant in ("fast", "repeat"):
+        assert df.loc[variant, "final_weight_rel_diff"] == 0 and df.loc[variant, "top1_minus_fast"] == 0
+        assert df.loc[variant, "max_loss_diff_first_10"] == 0
+    # the same function with other rounding: the first loss (before any update) agrees to rounding
+    assert (df["first_loss_diff"] < 1e-4).all()
+    assert (df["batches"] == 4).all()
+
+
+def test_study_overhead_splits_recorded_runs(tmp_path):
+    runs = tmp_path / "study" / "runs"
+    runs.mkdir(parents=True)
+    for record in sorted((ROOT / "results" / "cpu" / "runs").glob("*.json"))[:2]:
+        (runs / record.name).write_text(record.read_text())
+    out = tmp_path / "overhead.csv"
+    run = run_script("study_overhead.py", "--study-dir", str(tmp_path / "study"), "--iters", "1",
+                     "--study-wall-s", "1000", "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "end to end" in run.stdout
+    df = pd.read_csv(out)
+    assert len(df) == 2 and (df[["wall_s", "train_compute_s", "eval_compute_s"]] > 0).all().all()
