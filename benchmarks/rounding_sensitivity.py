@@ -17,7 +17,7 @@ and the final top-1. If `nudged` drifts as far as `plain`, the gap is chaos (sen
 training to rounding), not a difference between the convolutions, and a gap of that size
 between two steps of the study is noise; the study's seed spread already measures it.
 
-    python benchmarks/rounding_sensitivity.py [--step kernel_11] [--seed 0] [--preset cpu]
+    python benchmarks/rounding_sensitivity.py [--step kernel_11] [--seed 0] [--preset cpu] [--precision 32-true]
 """
 
 from __future__ import annotations
@@ -63,14 +63,15 @@ VARIANTS = {"fast": lambda model: None, "repeat": lambda model: None, "plain": u
             "nudged": nudge_one_weight}
 
 
-def train(variant: str, step: str, preset: str, seed: int) -> dict[str, Any]:
+def train(variant: str, step: str, preset: str, seed: int, precision: str | None) -> dict[str, Any]:
     cfg = load_study(preset)[0].train
+    cfg.precision = precision or cfg.precision
     pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg, seed)
     module = RoadmapClassifier(step, cfg, datamodule.num_classes, datamodule.in_chans)
     VARIANTS[variant](module.model)
     trace = LossTrace()
-    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision), logger=False,
+    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator), logger=False,
                          callbacks=[DeterministicResume(seed), trace], enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          val_check_interval=1.0 / cfg.val_checks_per_epoch, accelerator="cpu", devices=1)
@@ -88,16 +89,21 @@ def main() -> int:
     p.add_argument("--step", default="kernel_11", help="step slug (default: kernel_11)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="cpu")
+    p.add_argument("--precision", default=None,
+                   help="override the preset's precision, e.g. 32-true (under bf16 autocast 'plain' "
+                        "also computes its depthwise convs in bf16, a different function, not only "
+                        "other rounding)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rounding_sensitivity.csv")
     args = p.parse_args()
     quiet_lightning()
-    runs = {name: train(name, args.step, args.preset, args.seed) for name in VARIANTS}
+    runs = {name: train(name, args.step, args.preset, args.seed, args.precision) for name in VARIANTS}
     ref = runs["fast"]
     rows = []
     for name, run in runs.items():
         diffs = [abs(a - b) for a, b in zip(run["losses"], ref["losses"])]
         rows.append({
             "step": args.step, "seed": args.seed, "preset": args.preset, "variant": name,
+            "precision": resolve_precision(args.precision or load_study(args.preset)[0].train.precision),
             "top1": run["top1"], "top1_minus_fast": run["top1"] - ref["top1"],
             "batches": len(run["losses"]),
             "first_batch_loss_diff_gt_1e-4": first_step_beyond(diffs, 1e-4),

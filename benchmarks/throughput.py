@@ -14,10 +14,12 @@ the choices side by side so that the runner's defaults rest on numbers from this
 * our steps 0 and 15 at width 1 against torchvision's resnet50 / convnext_tiny in both
   settings, each pair timed in alternation on the same batch, so that the machine's drift
   over minutes (+-20% on a shared 2-core VM) cancels in the round-by-round ratio;
-* the machine's 2048x2048 matmul peak (fp32, bf16), and each row's achieved GFLOP/s as a
-  fraction of the peak of its dtype (training counted as 3x the forward's multiply-adds);
+* the machine's 2048x2048 dense peak (fp32, bf16; best of BLAS matmul and oneDNN 1x1 conv),
+  and each row's achieved GFLOP/s as a fraction of the peak of its dtype (training counted
+  as 3x the forward's multiply-adds);
 * the naive torchvision-style training path (NCHW fp32, DataLoader with per-sample
-  transforms) against ours (channels_last, data in memory, batch-level crop + flip).
+  transforms) against ours (channels_last, the runner's precision, data in memory,
+  batch-level crop + flip).
 
 Times are the median of per-iteration wall times after warm-up iterations. It is a
 benchmark, not a test: run it on an otherwise idle machine, numbers vary with load.
@@ -61,6 +63,7 @@ from convnext_steps.network import use_plain_convs  # noqa: E402
 from roadmap.config import load_study  # noqa: E402
 from roadmap.data import BatchAugment  # noqa: E402
 from roadmap.data import InMemoryBatches as RunnerBatches  # noqa: E402
+from roadmap.study import resolve_precision  # noqa: E402
 
 FORMATS: dict[str, torch.memory_format] = {
     "contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -223,12 +226,24 @@ def to_format(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tens
 
 
 def matmul_peak(dtype: torch.dtype, size: int, reps: int) -> float:
-    """GFLOP/s of a size x size matmul: the best a dense kernel gets from this CPU."""
+    """GFLOP/s of a size x size x size product, the best of two dense kernels: BLAS's matmul
+    (MKL on x86) and oneDNN's 1x1 conv (the same product as a conv over size pixels). Why
+    both: on AMD CPUs MKL's fp32 matmul reaches about half of what oneDNN's convs do, so the
+    matmul alone understates the machine (training then showed > 100% of "peak")."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(dtype)
     b = torch.randn(size, size, generator=gen).to(dtype)
-    seconds = median_seconds(lambda: torch.mm(a, b), warmup=1, iters=reps)
+    image = a.t().reshape(1, size, size, 1).to(memory_format=torch.channels_last)
+    weight = b.t().reshape(size, size, 1, 1).contiguous()
+    with torch.inference_mode():
+        seconds = min(median_seconds(lambda: torch.mm(a, b), warmup=2, iters=reps),
+                      median_seconds(lambda: F.conv2d(image, weight), warmup=2, iters=reps))
     return 2 * size**3 / seconds / 1e9
+
+
+def runner_dtype() -> str:
+    """The dtype the runner trains in on this machine (`precision: auto`)."""
+    return "bf16" if resolve_precision("auto", "cpu") == "bf16-mixed" else "fp32"
 
 
 # ----------------------------------------------------------------------------- data paths
@@ -304,7 +319,7 @@ def measure_naive_vs_ours(job: Job, images: torch.Tensor, labels: torch.Tensor, 
 
     model = make_model(job, drop_path, seed).to(memory_format=torch.channels_last)
     model.train()
-    ours = train_step_fn(model, make_optimizer(model, adamw_impl), "fp32",
+    ours = train_step_fn(model, make_optimizer(model, adamw_impl), runner_dtype(),
                          OurBatches(images, labels, s.batch, seed))
     ours_img_s = s.batch / median_seconds(ours, s.warmup, s.iters)
     return {"naive_img_s": naive_img_s, "ours_img_s": ours_img_s,
@@ -702,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = {"fp32": matmul_peak(torch.float32, args.peak_size, args.peak_reps),
             "bf16": matmul_peak(torch.bfloat16, args.peak_size, args.peak_reps)}
-    print(f"matmul peak ({args.peak_size}^2): fp32 {peak['fp32']:.0f} GFLOP/s, "
+    print(f"dense peak ({args.peak_size}^3, best of matmul and 1x1 conv): fp32 {peak['fp32']:.0f} GFLOP/s, "
           f"bf16 {peak['bf16']:.0f} GFLOP/s")
 
     planned_jobs, planned_pairs = plan_jobs(args, settings)
@@ -765,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             s = job.setting
             assert data is not None and paths is not None
             result = measure_naive_vs_ours(job, *data, args.seed, args.drop_path, args.adamw)
-            naive_rows.append({"model": job.model, "step_index": job.step_index,
+            naive_rows.append({"model": job.model, "step_index": job.step_index, "ours_dtype": runner_dtype(),
                                "resolution": s.resolution, "batch": s.batch,
                                "width_mult": job.width_mult, **result, **paths, **meta})
             label = (f"{s.name} {job.model} w{job.width_mult:g} naive-vs-ours: naive "
@@ -811,7 +826,8 @@ def main(argv: list[str] | None = None) -> int:
     if naive_rows and paths is not None:
         naive_df = results_frame(naive_rows)
         print_table("naive path (NCHW fp32, DataLoader + per-sample v2 transforms) vs ours "
-                    "(channels_last, in-memory batches, batched crop+flip), training img/s",
+                    f"(channels_last, {runner_dtype()} as the runner, in-memory batches, batched crop+flip), "
+                    "training img/s",
                     naive_df[["model", "step_index", "width_mult", "naive_img_s", "ours_img_s",
                               "speedup"]])
         print(f"data paths alone, batch {settings['a'].batch}: naive DataLoader "

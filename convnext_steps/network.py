@@ -7,7 +7,7 @@ paper's changes, so two steps differ exactly in the knobs their change names.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -110,9 +110,9 @@ def make_activation(kind: ActivationKind) -> nn.Module:
 
 
 class SameConv(nn.Conv2d):
-    """A stride-1 "same" kxk conv that leaves out the kernel taps which can only ever meet
-    zero padding. Same parameters, output and gradients as nn.Conv2d (a left-out tap's
-    gradient is exactly zero either way); cheaper where the map is smaller than the kernel.
+    """A kxk conv that, at stride 1, leaves out the kernel taps which can only ever meet zero
+    padding. Same parameters, output and gradients as nn.Conv2d (a left-out tap's gradient
+    is exactly zero either way); cheaper where the map is smaller than the kernel.
 
     Why: at 32x32 input, stage 3 is 2x2 and stage 4 1x1. There a 7x7 conv reaches only its
     central 3x3 and 1x1 taps, yet oneDNN computes all 49, and its depthwise backward is the
@@ -121,21 +121,37 @@ class SameConv(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
         reach_h, reach_w = min(kh, 2 * x.shape[-2] - 1), min(kw, 2 * x.shape[-1] - 1)
-        if (reach_h, reach_w) == (kh, kw):
-            return super().forward(x)
+        if self.stride != (1, 1) or (reach_h, reach_w) == (kh, kw):
+            return self._convolve(x, self.weight, self.padding)
         top, left = (kh - reach_h) // 2, (kw - reach_w) // 2
         weight = self.weight[:, :, top:top + reach_h, left:left + reach_w]
-        return F.conv2d(x, weight, self.bias, 1, (reach_h // 2, reach_w // 2), 1, self.groups)
+        return self._convolve(x, weight, (reach_h // 2, reach_w // 2))
+
+    def _convolve(self, x: torch.Tensor, weight: torch.Tensor, padding: Any) -> torch.Tensor:
+        return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+
+class DepthwiseConv(SameConv):
+    """A depthwise SameConv that stays in fp32 under CPU bf16 autocast, as autocast keeps
+    norms and softmax in fp32. Why: on the development CPU (AMD EPYC, AVX-512 bf16) oneDNN's
+    bf16 depthwise backward is 2-4x slower than its fp32 one and made bf16 training of steps
+    3-15 slower than fp32 (0.37-0.86x); with depthwise convs in fp32 every step trains
+    1.1-1.5x faster in bf16 than in fp32 (benchmarks/throughput.py). GPUs are unaffected."""
+
+    def _convolve(self, x: torch.Tensor, weight: torch.Tensor, padding: Any) -> torch.Tensor:
+        if x.is_cpu and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super()._convolve(x.float(), weight, padding)
+        return super()._convolve(x, weight, padding)
 
 
 def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
          followed_by_norm: bool = False) -> nn.Conv2d:
     """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
     bias = not (followed_by_norm and spec.norm == "batch")
-    if kernel % 2 == 1 and kernel > 1 and stride == 1:
-        return SameConv(c_in, c_out, kernel, padding=kernel // 2, groups=groups, bias=bias)
-    return nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2 if kernel % 2 else 0,
-                     groups=groups, bias=bias)
+    padding = kernel // 2 if kernel % 2 else 0
+    kind = DepthwiseConv if groups > 1 else SameConv if kernel % 2 == 1 and kernel > 1 else nn.Conv2d
+    return kind(c_in, c_out, kernel, stride, padding=padding, groups=groups, bias=bias)
 
 
 class LayerScale(nn.Module):
@@ -257,9 +273,9 @@ class RoadmapNet(nn.Module):
 
 
 def use_plain_convs(model: nn.Module) -> nn.Module:
-    """Turn every SameConv of `model` back into a plain nn.Conv2d, in place. Same parameters
-    and results; for the benchmarks' naive path and for the tests that check that the fast
-    convs change nothing."""
+    """Turn every SameConv (DepthwiseConv included) of `model` back into a plain nn.Conv2d,
+    in place. Same parameters and fp32 results; for the benchmarks' naive path and for the
+    tests that check that the fast convs change nothing."""
     for module in model.modules():
         if isinstance(module, SameConv):
             module.__class__ = nn.Conv2d

@@ -58,7 +58,7 @@ class TrainConfig:
     synthetic_train_size: int = 512
     synthetic_val_size: int = 256
     val_checks_per_epoch: int = 1
-    precision: str = "auto"  # auto: bf16-mixed on a bf16 GPU, else 32-true; or a Lightning value
+    precision: str = "auto"  # auto: bf16-mixed on a bf16 GPU or CPU, else 16-mixed (GPU) / 32-true; or a Lightning value
     channels_last: bool = True
     num_workers: int = 0  # DataLoader workers (image-folder data sets only)
     checkpoint_every_s: int = 60  # also at the end of each epoch

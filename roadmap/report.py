@@ -399,7 +399,7 @@ def _study_description(records: list[dict]) -> str:
     seeds = sorted({_int(r.get("seed"), -1) for r in records})
     return (f"study {values('study')}: {values('dataset')} at {values('resolution')} px, "
             f"{values('epochs')} epochs, width ×{values('width_mult')}, preset "
-            f"{values('preset')}, seeds {','.join(map(str, seeds))}")
+            f"{values('preset')}, seeds {','.join(map(str, seeds))}, precision {values('precision')}")
 
 
 def _short_failure(records: list[dict], slug: str) -> str:

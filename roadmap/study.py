@@ -58,7 +58,9 @@ def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
 def run_payload(study: StudyConfig, step: Step, seed: int, world_size: int) -> dict[str, Any]:
     """Everything that determines a run's numbers; its hash identifies the run's record."""
     return {"record_version": RECORD_VERSION, "step": step.slug, "spec": asdict(step.spec), "seed": seed,
-            "train": result_relevant(study.train), "world_size": world_size}
+            "train": result_relevant(study.train), "world_size": world_size,
+            # what `precision: auto` means on this machine: fp32 and bf16 runs are different runs
+            "precision": resolve_precision(study.train.precision, study.train.accelerator)}
 
 
 def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)) -> list[Run]:
@@ -140,12 +142,27 @@ class GracefulStop(pl.Callback):
             raise RunInterrupted(self.received)
 
 
-def resolve_precision(cfg_precision: str) -> str:
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """Does this CPU compute bf16 dot products in hardware (AVX-512 BF16 or AMX)? Without
+    them bf16 is emulated and slower than fp32; read from /proc/cpuinfo (Linux)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def resolve_precision(cfg_precision: str, accelerator: str = "auto") -> str:
+    """`auto`: bf16 mixed precision where the hardware has it (fp16 on older GPUs), else fp32.
+    On the development CPU (AMD EPYC, AVX-512 BF16) bf16 autocast trains every step of the
+    default study 1.1-1.5x faster than fp32 (with depthwise convs kept in fp32)."""
     if cfg_precision != "auto":
         return cfg_precision
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"  # measured: on CPU at the preset widths bf16 autocast is not faster
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], datamodule_cache: dict,
@@ -173,7 +190,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
         # script requeues. Lightning's own requeue would race with it.
         trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
-    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision), logger=logger,
+    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator), logger=logger,
                          callbacks=callbacks, val_check_interval=1.0 / cfg.val_checks_per_epoch,
                          enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
                          num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)

@@ -10,7 +10,7 @@ import torchvision
 
 from convnext_steps import build_model, get_step, list_steps, load_torchvision_weights, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
-from convnext_steps.network import SameConv, use_plain_convs
+from convnext_steps.network import DepthwiseConv, SameConv, use_plain_convs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 # Table 10 as published; the BN -> LN row's 4.46 is a typo (Figure 2 prints 4.2 and a norm
@@ -181,3 +181,22 @@ def test_step_selection():
     for bad in ("nope", "3-1", "99", ""):
         with pytest.raises(KeyError):
             resolve_steps(bad)
+
+
+def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
+    """bf16 autocast on CPU: depthwise convs compute in fp32 (oneDNN's bf16 depthwise
+    backward is slow), dense convs in bf16 as usual; gradients still reach the weights."""
+    torch.manual_seed(0)
+    depthwise = DepthwiseConv(8, 8, 7, padding=3, groups=8)
+    strided = DepthwiseConv(8, 8, 3, 2, padding=1, groups=8)
+    dense = SameConv(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_strided, z = depthwise(x), strided(x), dense(x)
+    assert (y.dtype, y_strided.dtype, z.dtype) == (torch.float32, torch.float32, torch.bfloat16)
+    torch.testing.assert_close(y, depthwise(x), rtol=0, atol=0)
+    torch.testing.assert_close(y_strided, strided(x), rtol=0, atol=0)
+    y.sum().backward()
+    assert depthwise.weight.grad is not None and depthwise.weight.grad.abs().sum() > 0
+    model = build_model("convnext_t", num_classes=10, in_chans=1, width_mult=0.125)
+    assert sum(isinstance(m, DepthwiseConv) for m in model.modules()) == 18

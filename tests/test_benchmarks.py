@@ -82,7 +82,8 @@ def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_rounding_sensitivity_runs_four_variants_on_the_same_data(tmp_path):
     out = tmp_path / "rounding.csv"
-    run = run_script("rounding_sensitivity.py", "--preset", "smoke", "--step", "kernel_7", "--out", str(out),
+    run = run_script("rounding_sensitivity.py", "--preset", "smoke", "--step", "kernel_7", "--precision", "32-true",
+                     "--out", str(out),
                      cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     df = pd.read_csv(out).set_index("variant")

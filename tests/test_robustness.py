@@ -11,13 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Enough batches that a run is interrupted mid-way and checkpoints every second.
+# Enough batches (256, ~6 s on the development CPU) that a run is interrupted mid-way and
+# checkpoints every second.
 STUDY = """\
 preset: smoke
 name: robust
 steps: {steps}
 train:
-  synthetic_train_size: 1536
+  synthetic_train_size: 4096
   synthetic_val_size: 256
   batch_size: 32
   epochs: 2

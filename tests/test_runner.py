@@ -249,3 +249,25 @@ def test_missing_data_lists_where_it_looked(tmp_path, monkeypatch):
     message = str(error.value)
     assert str(tmp_path / "mine") in message and str(tmp_path / "system") in message
     assert "dataset-fashion-mnist" in message and "--data-dir" in message and "\n" not in message
+
+
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_path):
+    from roadmap import study as study_mod
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = load_study("smoke")[0]
+    hashes = {}
+    for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(study_mod, "cpu_has_native_bf16", lambda native=native: native)
+        assert study_mod.resolve_precision("auto") == expected
+        assert study_mod.resolve_precision("32-true") == "32-true"  # explicit wins
+        hashes[native] = study_mod.plan_runs(study, tmp_path)[0].hash
+    # a bf16 run and an fp32 run of the same config are different runs (different records)
+    assert hashes[True] != hashes[False]
+
+
+def test_records_say_which_precision_trained_them(tmp_path):
+    from roadmap.study import resolve_precision
+    result = run_cli("--preset", "smoke", "--steps", "0", "--out", str(tmp_path / "r"), "--plots", str(tmp_path / "p"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(next((tmp_path / "r" / "smoke" / "runs").glob("*.json")).read_text())
+    assert record["precision"] == resolve_precision("auto")
