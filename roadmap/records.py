@@ -59,11 +59,14 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 def git_state() -> tuple[str, bool]:
-    """The commit the code ran at and whether the work tree had uncommitted changes."""
+    """The commit the code ran at and whether the work tree had uncommitted changes, the
+    repository's results/ and plots/ left out: a study rewriting its own committed records
+    does not make the code that trains it dirty."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_DIR,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results", ":(exclude)plots"], cwd=REPO_DIR,
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
         return commit, dirty
     except (OSError, subprocess.SubprocessError):

@@ -271,3 +271,21 @@ def test_records_say_which_precision_trained_them(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(next((tmp_path / "r" / "smoke" / "runs").glob("*.json")).read_text())
     assert record["precision"] == resolve_precision("auto")
+
+
+def test_git_dirty_ignores_the_study_rewriting_its_own_records(tmp_path, monkeypatch):
+    from roadmap import records
+    repo = tmp_path / "repo"
+    (repo / "results" / "cpu" / "runs").mkdir(parents=True)
+    (repo / "plots").mkdir()
+    for name in ("code.py", "results/cpu/runs/a.json", "plots/roadmap.svg"):
+        (repo / name).write_text("1")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, check=True)
+    monkeypatch.setattr(records, "REPO_DIR", repo)
+    (repo / "results" / "cpu" / "runs" / "a.json").write_text("2")
+    (repo / "plots" / "roadmap.svg").write_text("2")
+    assert records.git_state()[1] is False
+    (repo / "code.py").write_text("2")
+    assert records.git_state()[1] is True
