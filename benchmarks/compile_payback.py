@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convnext_steps import build_model, resolve_steps  # noqa: E402
 from roadmap.config import load_study  # noqa: E402
-from throughput import median_seconds, train_fn  # noqa: E402
+from throughput import cpu_description, median_seconds, runner_dtype, train_fn  # noqa: E402
 
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 
@@ -46,7 +46,7 @@ def measure(slug: str, compiled: bool, batch: int, resolution: int, width: float
         model.compile()  # in place: state_dict keys unchanged
     x = torch.randn(batch, in_chans, resolution, resolution).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
-    step = train_fn(model, x, y, "fp32", "fused")
+    step = train_fn(model, x, y, runner_dtype(), "fused")  # the runner's precision on this CPU
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
@@ -63,7 +63,7 @@ def main() -> int:
     cfg = load_study(args.preset)[0].train
     in_chans = 1 if cfg.dataset == "fashion_mnist" else 3
     batches_per_run = TRAIN_IMAGES.get(cfg.dataset, 0) // cfg.batch_size * cfg.epochs
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}: "
+    print(f"torch {torch.__version__}, {cpu_description()}, {runner_dtype()}; preset {args.preset}: "
           f"{cfg.resolution}px, batch {cfg.batch_size}, width {cfg.width_mult}, "
           f"{batches_per_run} training batches per run")
     rows = []
@@ -79,7 +79,7 @@ def main() -> int:
             "compiled_img_s": cfg.batch_size / compiled, "compile_s": compile_s,
             "run_eager_s": run_eager, "run_compiled_s": run_compiled,
             "break_even_batches": compile_s / saved_per_batch if saved_per_batch > 0 else float("inf"),
-            "torch_version": torch.__version__,
+            "dtype": runner_dtype(), "torch_version": torch.__version__, "cpu": cpu_description(),
         })
         print(f"{step.index:2d} {step.slug:20s} eager {rows[-1]['eager_img_s']:6.0f} img/s, compiled "
               f"{rows[-1]['compiled_img_s']:6.0f} img/s after {compile_s:5.1f} s of compiling; one run: "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -44,9 +45,13 @@ def compute_seconds(record: dict, iters: int) -> dict[str, float]:
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x = torch.randn(cfg.batch_size, in_chans, cfg.resolution, cfg.resolution).to(memory_format=fmt)
     y = torch.randint(0, 10, (cfg.batch_size,))
+    # as Lightning's bf16-mixed: forward and loss under autocast, in training and evaluation
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if str(record.get("precision")).startswith("bf16")
+                else nullcontext())
 
     def train_step() -> None:
-        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        with autocast:
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -57,7 +62,8 @@ def compute_seconds(record: dict, iters: int) -> dict[str, float]:
     xv = torch.randn(val_batch_size, in_chans, cfg.resolution, cfg.resolution).to(memory_format=fmt)
     model.eval()
     with torch.inference_mode():
-        eval_batch = median_seconds(lambda: model(xv), 2, max(iters // 2, 3))
+        with autocast:
+            eval_batch = median_seconds(lambda: model(xv), 2, max(iters // 2, 3))
     train_batches = record["train_images"] // cfg.batch_size * cfg.epochs
     val_batches = -(-record["val_images"] // val_batch_size) * cfg.val_checks_per_epoch * cfg.epochs
     return {"train_compute_s": train_batch * train_batches, "eval_compute_s": eval_batch * val_batches}

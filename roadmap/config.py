@@ -60,6 +60,10 @@ class TrainConfig:
     val_checks_per_epoch: int = 1
     precision: str = "auto"  # auto: bf16-mixed on a bf16 GPU or CPU, else 16-mixed (GPU) / 32-true; or a Lightning value
     channels_last: bool = True
+    # torch.compile the network (in place: checkpoints keep their keys). Pays back only over long
+    # runs: on the development CPU compiling took longer than a whole default-study run
+    # (benchmarks/compile_payback.py), so it is on in the GPU presets only.
+    compile: bool = False
     num_workers: int = 0  # DataLoader workers (image-folder data sets only)
     checkpoint_every_s: int = 60  # also at the end of each epoch
     devices: str = "auto"
@@ -214,5 +218,5 @@ def result_relevant(train: TrainConfig) -> dict[str, Any]:
     """The training settings that change a run's numbers (not where data lives, how many
     loader workers or how often checkpoints are written)."""
     ignored = {"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
-               "accelerator"}
+               "accelerator", "compile"}
     return {k: v for k, v in asdict(train).items() if k not in ignored}

@@ -41,6 +41,8 @@ class RoadmapClassifier(pl.LightningModule):
                                  drop_path_rate=cfg.drop_path_rate, layer_scale_init=cfg.layer_scale_init)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            self.model.compile()  # in place, so state_dict keys (checkpoints, records) are unchanged
         mixers = []
         if cfg.mixup_alpha > 0:
             mixers.append(v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes))
