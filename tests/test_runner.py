@@ -289,3 +289,20 @@ def test_git_dirty_ignores_the_study_rewriting_its_own_records(tmp_path, monkeyp
     assert records.git_state()[1] is False
     (repo / "code.py").write_text("2")
     assert records.git_state()[1] is True
+
+
+def test_compile_knob_compiles_in_place_and_keeps_checkpoint_keys():
+    """`train.compile` wraps the network with torch.compile in place (compilation itself is
+    lazy: an end-to-end compiled smoke run takes ~75 s on 2 cores, too long for the suite)."""
+    from roadmap.config import TrainConfig
+    from roadmap.study import run_payload
+    from roadmap.training import RoadmapClassifier
+    plain = RoadmapClassifier("convnext_t", TrainConfig(width_mult=0.125), 10, 1)
+    compiled = RoadmapClassifier("convnext_t", TrainConfig(width_mult=0.125, compile=True), 10, 1)
+    assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    from convnext_steps import get_step
+    study, step = load_study("smoke")[0], get_step("convnext_t")
+    payload = run_payload(study, step, 0, 1)
+    study.train.compile = True
+    assert run_payload(study, step, 0, 1) == payload  # an execution detail, not a new run
