@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", help="with plot: the study name (default: every study in --out)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done, cost) "
                                                                "and train nothing")
+    parser.add_argument("--profile", action="store_true",
+                        help="time where each run's wall time goes (Lightning's SimpleProfiler): model "
+                             "compute, data, framework; written to each record's time_split")
     parser.add_argument("--retry-failed", action="store_true", help="train again runs recorded as failed")
     return parser
 
@@ -129,7 +132,7 @@ def train_command(args: argparse.Namespace) -> int:
                   f"{gmacs / 1e3:8.2f} TMACs to train")
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
         return 0
-    code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed)
+    code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
     if shard == (0, 1) and process_rank() == 0:  # shards: `runner.py plot` once all are done
         from roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.profilers import SimpleProfiler
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from convnext_steps import Step, build_model, resolve_steps
@@ -166,7 +167,7 @@ def resolve_precision(cfg_precision: str, accelerator: str = "auto") -> str:
 
 
 def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], datamodule_cache: dict,
-              progress_bar: bool) -> dict[str, Any]:
+              progress_bar: bool, profile: bool = False) -> dict[str, Any]:
     cfg = study.train
     started = time.time()
     pl.seed_everything(run.seed, workers=True, verbose=False)
@@ -190,7 +191,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
         # script requeues. Lightning's own requeue would race with it.
         trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
-    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator), logger=logger,
+    profiler = SimpleProfiler() if profile else None
+    trainer = pl.Trainer(max_epochs=cfg.epochs, profiler=profiler, precision=resolve_precision(cfg.precision, cfg.accelerator), logger=logger,
                          callbacks=callbacks, val_check_interval=1.0 / cfg.val_checks_per_epoch,
                          enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
                          num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
@@ -209,7 +211,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model
     commit, dirty = git_state()
-    return {
+    record = {
         **_identity(study, preset, run),
         "status": "done", "failure": None, "failed_epoch": None,
         "top1": metrics.get("val_top1"), "top5": metrics.get("val_top5"), "val_loss": metrics.get("val_loss"),
@@ -222,6 +224,22 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         "git_commit": commit, "git_dirty": dirty, "world_size": trainer.world_size,
         "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
     }
+    if profiler is not None:
+        record["time_split"] = time_split(profiler, record["wall_time_s"])
+    return record
+
+
+def time_split(profiler: SimpleProfiler, wall_s: float) -> dict[str, float]:
+    """A run's wall time as model compute (Lightning's optimizer_step: forward, loss, backward,
+    AdamW; and validation_step), data (fetching batches, augmentation included) and the rest:
+    framework, metrics, checkpoints, model building, multiply-add counts, the record."""
+    durations = profiler.recorded_durations
+
+    def total(suffix: str) -> float:
+        return sum(sum(times) for action, times in durations.items() if action.endswith(suffix))
+    model_s = total(".optimizer_step") + total(".validation_step")
+    data_s = total(".train_dataloader_next") + total(".val_next")
+    return {"model_s": model_s, "data_s": data_s, "framework_s": wall_s - model_s - data_s}
 
 
 def saved_loader_state(checkpoint: Path) -> dict[str, int] | None:
@@ -271,7 +289,8 @@ def world_size_of(study: StudyConfig) -> int:
     return per_node * study.train.num_nodes
 
 
-def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, retry_failed: bool = False) -> int:
+def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, retry_failed: bool = False,
+            profile: bool = False) -> int:
     """Train every run not yet done; returns the exit code (0: all done)."""
     quiet_lightning()
     dirs = study_dirs(out_dir, study)
@@ -301,7 +320,7 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
                     continue
             run_started = time.time()
             try:
-                record = train_run(study, preset, run, dirs, datamodule_cache, progress_bar)
+                record = train_run(study, preset, run, dirs, datamodule_cache, progress_bar, profile)
             except DivergedError as error:
                 commit, dirty = git_state()
                 record = {**_identity(study, preset, run), "status": "failed", "failure": str(error),

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -97,15 +98,14 @@ def test_rounding_sensitivity_runs_four_variants_on_the_same_data(tmp_path):
     assert (df["batches"] == 4).all()
 
 
-def test_study_overhead_splits_recorded_runs(tmp_path):
-    runs = tmp_path / "study" / "runs"
-    runs.mkdir(parents=True)
-    for record in sorted((ROOT / "results" / "cpu" / "runs").glob("*.json"))[:2]:
-        (runs / record.name).write_text(record.read_text())
+def test_study_overhead_profiles_a_whole_study_end_to_end(tmp_path):
     out = tmp_path / "overhead.csv"
-    run = run_script("study_overhead.py", "--study-dir", str(tmp_path / "study"), "--iters", "1",
-                     "--study-wall-s", "1000", "--out", str(out), cwd=tmp_path)
+    run = run_script("study_overhead.py", "--preset", "smoke", "--out", str(out), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "end to end" in run.stdout
+    assert "framework + data overhead" in run.stdout
     df = pd.read_csv(out)
-    assert len(df) == 2 and (df[["wall_s", "train_compute_s", "eval_compute_s"]] > 0).all().all()
+    runs, total = df[df["step"] != "TOTAL"], df[df["step"] == "TOTAL"].iloc[0]
+    assert len(runs) == 16 and (runs["model_s"] > 0).all() and (runs["data_s"] >= 0).all()
+    # the three parts make up each run's wall time; the study's includes time outside the runs
+    assert ((runs["model_s"] + runs["data_s"] + runs["framework_s"]) - runs["wall_s"]).abs().max() < 1e-6
+    assert total["wall_s"] > runs["wall_s"].sum() and total["model_s"] == pytest.approx(runs["model_s"].sum())
