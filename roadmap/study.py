@@ -193,7 +193,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     profiler = SimpleProfiler() if profile else None
     trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator),
-                         logger=logger, profiler=profiler, callbacks=callbacks, val_check_interval=1.0 / cfg.val_checks_per_epoch,
+                         logger=logger, profiler=profiler, callbacks=callbacks,
+                         val_check_interval=1.0 / cfg.val_checks_per_epoch,
                          enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
                          num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
     module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
