@@ -5,9 +5,12 @@ Why: torchvision's ConvNeXt computes its 1x1 convs as nn.Linear over channels (a
 matmul, MKL on x86), ResNet as nn.Conv2d (oneDNN). Which is faster depends on the CPU: on
 an Intel Xeon the matmul won on maps up to 14x14; on the AMD EPYC (Zen, AVX-512) this
 project is developed on, MKL's fp32 matmul runs at about half the speed of oneDNN's 1x1
-conv at every shape, so our network uses nn.Conv2d throughout. This script prints the
-numbers behind that choice, for the 1x1 shapes of ResNet-50 and ConvNeXt-T at 224x224
-batch 32 and of the default study (32x32, batch 256, width 0.25).
+conv at every shape; under bf16 autocast both are oneDNN's and tie here, while in whole
+models the matmul trains every step 1.1-1.3x faster at the default study's shapes (and
+ConvNeXt-T 1.9x at width 1), the layers around it running on its NHWC output. So
+`PointwiseConv` is a conv in fp32 and a matmul under CPU bf16 autocast. This script
+prints the per-op numbers, in fp32 and bf16, for the 1x1 shapes of ResNet-50 and
+ConvNeXt-T at 224x224 batch 32 and of the default study (32x32, batch 256, width 0.25).
 
     python benchmarks/pointwise.py [--iters 8]
 """
@@ -15,6 +18,7 @@ batch 32 and of the default study (32x32, batch 256, width 0.25).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -45,19 +49,22 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pointwise.csv")
     args = p.parse_args()
     rows = []
-    for batch, c_in, c_out, side in SHAPES:
+    for (batch, c_in, c_out, side), dtype in itertools.product(SHAPES, ("fp32", "bf16")):
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
         weight = torch.randn(c_out, c_in, 1, 1, requires_grad=True)
         x = torch.randn(batch, c_in, side, side).to(memory_format=torch.channels_last)
         x.requires_grad_()
         grad = torch.randn(batch, c_out, side, side).to(memory_format=torch.channels_last)
 
         def conv() -> torch.Tensor:
-            return F.conv2d(x, weight)
+            with autocast:
+                return F.conv2d(x, weight)
 
         def matmul() -> torch.Tensor:
-            return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1)).permute(0, 3, 1, 2)
+            with autocast:
+                return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1)).permute(0, 3, 1, 2)
 
-        row = {"batch": batch, "c_in": c_in, "c_out": c_out, "map": f"{side}x{side}",
+        row = {"dtype": dtype, "batch": batch, "c_in": c_in, "c_out": c_out, "map": f"{side}x{side}",
                "pixels": side * side}
         for name, fn in (("conv", conv), ("matmul", matmul)):
             row[f"train_{name}_ms"] = 1e3 * median_seconds(lambda: fn().backward(grad), 2, args.iters)
@@ -68,12 +75,12 @@ def main() -> int:
         row["faster_in_training"] = "matmul" if row["train_matmul_speedup"] > 1 else "conv"
         row["cpu"] = cpu_description()
         rows.append(row)
-        print(f"{batch:3d} x {c_in:4d}->{c_out:4d} on {side:2d}x{side:<2d}: train conv "
+        print(f"{dtype} {batch:3d} x {c_in:4d}->{c_out:4d} on {side:2d}x{side:<2d}: train conv "
               f"{row['train_conv_ms']:7.2f} ms, matmul {row['train_matmul_ms']:7.2f} ms "
               f"({row['train_matmul_speedup']:.2f}x); eval {row['eval_matmul_speedup']:.2f}x", flush=True)
     df = pd.DataFrame(rows)
-    for study, group in df.groupby(df["batch"] == 32):
-        print(f"{'224px shapes' if study else 'default-study shapes'}: summed training time conv "
+    for (dtype, study), group in df.groupby(["dtype", df["batch"] == 32]):
+        print(f"{dtype} {'224px shapes' if study else 'default-study shapes'}: summed training time conv "
               f"{group['train_conv_ms'].sum():.1f} ms, matmul {group['train_matmul_ms'].sum():.1f} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)

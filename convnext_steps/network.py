@@ -109,6 +109,22 @@ def make_activation(kind: ActivationKind) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else GELU()
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 conv that, under CPU bf16 autocast, is computed as a matrix multiply over the
+    channels of the NHWC view (as torchvision's ConvNeXt does with nn.Linear). Same parameters
+    and function as nn.Conv2d. Why only there: in bf16 both paths are oneDNN's, and with the
+    matmul every step of the default study trains 1.1-1.3x faster (ConvNeXt-T at width 1:
+    1.9x); in fp32 the matmul is MKL's, which on the development AMD EPYC reaches half the
+    speed of oneDNN's 1x1 conv (benchmarks/pointwise.py), so fp32 keeps the conv."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.stride == (1, 1) and x.is_cpu and torch.is_autocast_enabled("cpu")
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 class SameConv(nn.Conv2d):
     """A kxk conv that, at stride 1, leaves out the kernel taps which can only ever meet zero
     padding. Same parameters, output and gradients as nn.Conv2d (a left-out tap's gradient
@@ -150,7 +166,12 @@ def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, gro
     """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
     bias = not (followed_by_norm and spec.norm == "batch")
     padding = kernel // 2 if kernel % 2 else 0
-    kind = DepthwiseConv if groups > 1 else SameConv if kernel % 2 == 1 and kernel > 1 else nn.Conv2d
+    if groups > 1:
+        kind: type[nn.Conv2d] = DepthwiseConv
+    elif kernel == 1:
+        kind = PointwiseConv
+    else:
+        kind = SameConv if kernel % 2 == 1 else nn.Conv2d
     return kind(c_in, c_out, kernel, stride, padding=padding, groups=groups, bias=bias)
 
 
@@ -273,11 +294,11 @@ class RoadmapNet(nn.Module):
 
 
 def use_plain_convs(model: nn.Module) -> nn.Module:
-    """Turn every SameConv (DepthwiseConv included) of `model` back into a plain nn.Conv2d,
-    in place. Same parameters and fp32 results; for the benchmarks' naive path and for the
-    tests that check that the fast convs change nothing."""
+    """Turn every PointwiseConv and SameConv (DepthwiseConv included) of `model` back into a
+    plain nn.Conv2d, in place. Same parameters and fp32 results; for the benchmarks' naive
+    path and for the tests that check that the fast convs change nothing."""
     for module in model.modules():
-        if isinstance(module, SameConv):
+        if isinstance(module, (PointwiseConv, SameConv)):
             module.__class__ = nn.Conv2d
     return model
 

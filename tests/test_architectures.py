@@ -10,7 +10,7 @@ import torchvision
 
 from convnext_steps import build_model, get_step, list_steps, load_torchvision_weights, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
-from convnext_steps.network import DepthwiseConv, SameConv, use_plain_convs
+from convnext_steps.network import DepthwiseConv, PointwiseConv, SameConv, use_plain_convs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 # Table 10 as published; the BN -> LN row's 4.46 is a typo (Figure 2 prints 4.2 and a norm
@@ -115,7 +115,7 @@ def test_fast_convs_change_no_output_and_no_gradient(step):
                        layer_scale_init=0.5)
     _randomise(fast)
     plain = use_plain_convs(copy.deepcopy(fast))
-    assert not any(isinstance(m, SameConv) for m in plain.modules())
+    assert not any(isinstance(m, (SameConv, PointwiseConv)) for m in plain.modules())
     x = torch.randn(4, 1, 32, 32).to(memory_format=torch.channels_last)
     outputs = []
     for model in (fast, plain):
@@ -200,3 +200,23 @@ def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
     assert depthwise.weight.grad is not None and depthwise.weight.grad.abs().sum() > 0
     model = build_model("convnext_t", num_classes=10, in_chans=1, width_mult=0.125)
     assert sum(isinstance(m, DepthwiseConv) for m in model.modules()) == 18
+
+
+@pytest.mark.parametrize("side", [1, 2, 8, 14])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_pointwise_conv_equals_conv2d_in_fp32_and_under_bf16_autocast(side, bf16):
+    """PointwiseConv is nn.Conv2d in fp32 and a matmul under CPU bf16 autocast: the same
+    function (to bf16 rounding), gradients included, and channels_last strides kept."""
+    torch.manual_seed(0)
+    reference, ours = torch.nn.Conv2d(32, 48, 1), PointwiseConv(32, 48, 1)
+    ours.load_state_dict(reference.state_dict())
+    x1 = torch.randn(4, 32, side, side).to(memory_format=torch.channels_last).requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y1, y2 = reference(x1), ours(x2)
+    assert y2.dtype == y1.dtype and y2.is_contiguous(memory_format=torch.channels_last)
+    tol = {"rtol": 2e-2, "atol": 2e-2} if bf16 else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(y2.float(), y1.float(), **tol)
+    y1.float().sum().backward(), y2.float().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, **tol)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=tol["rtol"], atol=10 * tol["atol"])
