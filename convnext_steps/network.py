@@ -148,14 +148,15 @@ class SameConv(nn.Conv2d):
 
 
 class DepthwiseConv(SameConv):
-    """A depthwise SameConv that stays in fp32 under CPU bf16 autocast, as autocast keeps
-    norms and softmax in fp32. Why: on the development CPU (AMD EPYC, AVX-512 bf16) oneDNN's
-    bf16 depthwise backward is 2-4x slower than its fp32 one and made bf16 training of steps
-    3-15 slower than fp32 (0.37-0.86x); with depthwise convs in fp32 every step trains
-    1.1-1.5x faster in bf16 than in fp32 (benchmarks/throughput.py). GPUs are unaffected."""
+    """A depthwise SameConv that trains in fp32 under CPU bf16 autocast, as autocast keeps
+    norms and softmax in fp32. Why: on the development CPU (AMD EPYC, AVX-512 BF16) oneDNN's
+    bf16 depthwise backward is 1.2-10x slower than its fp32 one, at 32px and at 224px, and
+    made bf16 training of steps 3-15 slower than fp32 (0.37-0.86x). Its bf16 forward is as
+    fast or faster (up to 3.7x at 56x56), so evaluation (no autograd) stays in bf16. GPUs
+    are unaffected."""
 
     def _convolve(self, x: torch.Tensor, weight: torch.Tensor, padding: Any) -> torch.Tensor:
-        if x.is_cpu and torch.is_autocast_enabled("cpu"):
+        if x.is_cpu and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled():
             with torch.autocast("cpu", enabled=False):
                 return super()._convolve(x.float(), weight, padding)
         return super()._convolve(x, weight, padding)

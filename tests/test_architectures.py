@@ -184,8 +184,8 @@ def test_step_selection():
 
 
 def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
-    """bf16 autocast on CPU: depthwise convs compute in fp32 (oneDNN's bf16 depthwise
-    backward is slow), dense convs in bf16 as usual; gradients still reach the weights."""
+    """bf16 autocast on CPU: depthwise convs train in fp32 (oneDNN's bf16 depthwise backward
+    is slow) and evaluate in bf16, dense convs are bf16 as usual; gradients reach the weights."""
     torch.manual_seed(0)
     depthwise = DepthwiseConv(8, 8, 7, padding=3, groups=8)
     strided = DepthwiseConv(8, 8, 3, 2, padding=1, groups=8)
@@ -198,6 +198,8 @@ def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
     torch.testing.assert_close(y_strided, strided(x), rtol=0, atol=0)
     y.sum().backward()
     assert depthwise.weight.grad is not None and depthwise.weight.grad.abs().sum() > 0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert depthwise(x).dtype == torch.bfloat16
     model = build_model("convnext_t", num_classes=10, in_chans=1, width_mult=0.125)
     assert sum(isinstance(m, DepthwiseConv) for m in model.modules()) == 18
 
