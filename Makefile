@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: study test setup data list plot bench
+.PHONY: study test setup data list plot bench bench-study
 
 study: setup data
 	$(PY) runner.py --steps all
@@ -20,8 +20,13 @@ list: setup
 plot: setup
 	$(PY) runner.py plot
 
+# Throughput of every step and of torchvision's models (~17 min on 2 idle cores)
 bench: setup
 	$(PY) benchmarks/throughput.py
+
+# The default study end to end, its wall time split into model compute vs the rest (~15 min)
+bench-study: setup data
+	$(PY) benchmarks/study_overhead.py
 
 setup: $(VENV)/.installed
 

@@ -71,7 +71,7 @@ def train(variant: str, step: str, preset: str, seed: int, precision: str | None
     module = RoadmapClassifier(step, cfg, datamodule.num_classes, datamodule.in_chans)
     VARIANTS[variant](module.model)
     trace = LossTrace()
-    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator), logger=False,
+    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, "cpu"), logger=False,
                          callbacks=[DeterministicResume(seed), trace], enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          val_check_interval=1.0 / cfg.val_checks_per_epoch, accelerator="cpu", devices=1)
@@ -103,7 +103,7 @@ def main() -> int:
         diffs = [abs(a - b) for a, b in zip(run["losses"], ref["losses"])]
         rows.append({
             "step": args.step, "seed": args.seed, "preset": args.preset, "variant": name,
-            "precision": resolve_precision(args.precision or load_study(args.preset)[0].train.precision),
+            "precision": resolve_precision(args.precision or load_study(args.preset)[0].train.precision, "cpu"),
             "top1": run["top1"], "top1_minus_fast": run["top1"] - ref["top1"],
             "batches": len(run["losses"]),
             "first_batch_loss_diff_gt_1e-4": first_step_beyond(diffs, 1e-4),

@@ -15,11 +15,12 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> int:
     """Multiply-adds of one forward pass on one image. FlopCounterMode counts 2 FLOPs per
     multiply-add of convs and matmuls (norms, activations and pooling are not counted, as in
-    the paper's tables), so we halve it."""
+    the paper's tables), so we halve it. `forward` is called directly: a model compiled in
+    place (`train.compile`) is counted eagerly instead of being compiled again for batch 1."""
     was_training = model.training
     model.eval()
     x = torch.zeros(1, in_chans, resolution, resolution)
     with FlopCounterMode(display=False) as counter:
-        model(x)
+        model.forward(x)
     model.train(was_training)
     return counter.get_total_flops() // 2

@@ -109,6 +109,10 @@ def make_activation(kind: ActivationKind) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else GELU()
 
 
+def cpu_bf16_autocast() -> bool:
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 class PointwiseConv(nn.Conv2d):
     """A 1x1 conv that, under CPU bf16 autocast, is computed as a matrix multiply over the
     channels of the NHWC view (as torchvision's ConvNeXt does with nn.Linear). Same parameters
@@ -118,7 +122,7 @@ class PointwiseConv(nn.Conv2d):
     speed of oneDNN's 1x1 conv (benchmarks/pointwise.py), so fp32 keeps the conv."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.stride == (1, 1) and x.is_cpu and torch.is_autocast_enabled("cpu")
+        if (self.stride == (1, 1) and x.is_cpu and cpu_bf16_autocast()
                 and x.is_contiguous(memory_format=torch.channels_last)):
             y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
             return y.permute(0, 3, 1, 2)
@@ -148,15 +152,20 @@ class SameConv(nn.Conv2d):
 
 
 class DepthwiseConv(SameConv):
-    """A depthwise SameConv that trains in fp32 under CPU bf16 autocast, as autocast keeps
-    norms and softmax in fp32. Why: on the development CPU (AMD EPYC, AVX-512 BF16) oneDNN's
-    bf16 depthwise backward is 1.2-10x slower than its fp32 one, at 32px and at 224px, and
-    made bf16 training of steps 3-15 slower than fp32 (0.37-0.86x). Its bf16 forward is as
-    fast or faster (up to 3.7x at 56x56), so evaluation (no autograd) stays in bf16. GPUs
-    are unaffected."""
+    """A depthwise SameConv that, under CPU bf16 autocast, trains in fp32 on maps of at most
+    8x8, as autocast keeps norms and softmax in fp32. Why: on the development CPU (AMD EPYC,
+    AVX-512 BF16) oneDNN's bf16 depthwise backward is 1.3-10x slower than its fp32 one on
+    such maps (the default study's 32px input gives 8x8 to 1x1), and made bf16 training of
+    steps 3-15 slower than fp32 (0.37-0.86x). On larger maps (224px input) casting to fp32
+    costs more than it saves (ConvNeXt-T at 224px: 0.84x with every depthwise conv in fp32,
+    0.99x with this threshold). Its bf16 forward is as fast or faster, so evaluation (no
+    autograd) stays in bf16. GPUs are unaffected."""
+
+    MAX_FP32_PIXELS = 8 * 8
 
     def _convolve(self, x: torch.Tensor, weight: torch.Tensor, padding: Any) -> torch.Tensor:
-        if x.is_cpu and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled():
+        if (x.is_cpu and cpu_bf16_autocast() and torch.is_grad_enabled()
+                and x.shape[-2] * x.shape[-1] <= self.MAX_FP32_PIXELS):
             with torch.autocast("cpu", enabled=False):
                 return super()._convolve(x.float(), weight, padding)
         return super()._convolve(x, weight, padding)

@@ -161,6 +161,8 @@ def resolve_precision(cfg_precision: str, accelerator: str = "auto") -> str:
     default study 1.1-1.5x faster than fp32 (with depthwise convs kept in fp32)."""
     if cfg_precision != "auto":
         return cfg_precision
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        return "bf16-mixed"  # planning a GPU study without a GPU (login node): assume a current GPU
     if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
@@ -233,7 +235,9 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
 def time_split(profiler: SimpleProfiler, wall_s: float) -> dict[str, float]:
     """A run's wall time as model compute (Lightning's optimizer_step: forward, loss, backward,
     AdamW; and validation_step), data (fetching batches, augmentation included) and the rest:
-    framework, metrics, checkpoints, model building, multiply-add counts, the record."""
+    framework, metrics, checkpoints, model building, multiply-add counts, the record. Exact on
+    CPU, where every op is synchronous; on a GPU, compute not yet synchronised is counted
+    wherever the host next waits for it."""
     durations = profiler.recorded_durations
 
     def total(suffix: str) -> float:

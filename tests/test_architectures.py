@@ -130,23 +130,25 @@ def test_fast_convs_change_no_output_and_no_gradient(step):
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
-@pytest.mark.parametrize("kernel,groups", [(3, 1), (3, 8), (7, 8), (11, 8), (5, 2)])
-def test_same_conv_equals_conv2d_in_output_and_gradients(size, kernel, groups):
+@pytest.mark.parametrize("kind,kernel,groups,stride", [
+    (SameConv, 3, 1, 1), (SameConv, 5, 2, 1), (SameConv, 3, 1, 2), (DepthwiseConv, 3, 8, 1),
+    (DepthwiseConv, 7, 8, 1), (DepthwiseConv, 11, 8, 1), (DepthwiseConv, 7, 8, 2)])
+def test_same_conv_equals_conv2d_in_output_and_gradients(size, kind, kernel, groups, stride):
     torch.manual_seed(0)
-    reference = torch.nn.Conv2d(8, 8, kernel, padding=kernel // 2, groups=groups)
-    ours = SameConv(8, 8, kernel, padding=kernel // 2, groups=groups)
+    reference = torch.nn.Conv2d(8, 8, kernel, stride, padding=kernel // 2, groups=groups)
+    ours = kind(8, 8, kernel, stride, padding=kernel // 2, groups=groups)
     ours.load_state_dict(reference.state_dict())
     x1 = torch.randn(4, 8, size, size, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
-    g = torch.randn(4, 8, size, size)
     y1, y2 = reference(x1), ours(x2)
+    g = torch.randn_like(y1)
     y1.backward(g), y2.backward(g)
     torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-5)
     reach = min(kernel, 2 * size - 1)
-    if reach < kernel:  # the taps that only meet padding get exactly zero gradient
+    if reach < kernel and stride == 1:  # the taps that only meet padding get exactly zero gradient
         border = (kernel - reach) // 2
         assert ours.weight.grad[..., :border, :].abs().max() == 0
 
@@ -200,6 +202,9 @@ def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
     assert depthwise.weight.grad is not None and depthwise.weight.grad.abs().sum() > 0
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert depthwise(x).dtype == torch.bfloat16
+    large = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)  # > 8x8: stays bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert depthwise(large).dtype == torch.bfloat16
     model = build_model("convnext_t", num_classes=10, in_chans=1, width_mult=0.125)
     assert sum(isinstance(m, DepthwiseConv) for m in model.modules()) == 18
 

@@ -108,4 +108,5 @@ def test_study_overhead_profiles_a_whole_study_end_to_end(tmp_path):
     assert len(runs) == 16 and (runs["model_s"] > 0).all() and (runs["data_s"] >= 0).all()
     # the three parts make up each run's wall time; the study's includes time outside the runs
     assert ((runs["model_s"] + runs["data_s"] + runs["framework_s"]) - runs["wall_s"]).abs().max() < 1e-6
+    assert (runs["framework_s"] > 0).all()  # the parts measured inside a run never exceed its wall time
     assert total["wall_s"] > runs["wall_s"].sum() and total["model_s"] == pytest.approx(runs["model_s"].sum())

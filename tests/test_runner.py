@@ -263,6 +263,14 @@ def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_p
         hashes[native] = study_mod.plan_runs(study, tmp_path)[0].hash
     # a bf16 run and an fp32 run of the same config are different runs (different records)
     assert hashes[True] != hashes[False]
+    # a GPU in the machine does not decide for a run forced onto the CPU, and a GPU study
+    # planned where there is no GPU assumes a current one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert study_mod.resolve_precision("auto", "cpu") == "32-true"
+    assert study_mod.resolve_precision("auto", "gpu") == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert study_mod.resolve_precision("auto", "gpu") == "bf16-mixed"
 
 
 def test_records_say_which_precision_trained_them(tmp_path):
