@@ -113,16 +113,24 @@ def cpu_bf16_autocast() -> bool:
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
+# Maps up to this many pixels (8x8: every map of the default study's 32px input; at 224px only
+# stage 4's 7x7) take the bf16 special paths of PointwiseConv and DepthwiseConv on CPU; larger
+# maps do not gain from them (benchmarks/pointwise.py, README "Speed").
+SMALL_MAP_PIXELS = 8 * 8
+
+
 class PointwiseConv(nn.Conv2d):
-    """A 1x1 conv that, under CPU bf16 autocast, is computed as a matrix multiply over the
-    channels of the NHWC view (as torchvision's ConvNeXt does with nn.Linear). Same parameters
-    and function as nn.Conv2d. Why only there: in bf16 both paths are oneDNN's, and with the
-    matmul every step of the default study trains 1.1-1.3x faster (ConvNeXt-T at width 1:
-    1.9x); in fp32 the matmul is MKL's, which on the development AMD EPYC reaches half the
+    """A 1x1 conv that, under CPU bf16 autocast and on maps of at most 8x8, is computed as a
+    matrix multiply over the channels of the NHWC view (as torchvision's ConvNeXt does with
+    nn.Linear). Same parameters and function as nn.Conv2d. Why only there: in bf16 both paths
+    are oneDNN's, and with the matmul every step of the default study trains 1.1-1.3x faster
+    (ConvNeXt-T at width 1: 1.9x), while on 14x14 and larger maps the bf16 conv is 1.0-1.2x
+    faster; in fp32 the matmul is MKL's, which on the development AMD EPYC reaches half the
     speed of oneDNN's 1x1 conv (benchmarks/pointwise.py), so fp32 keeps the conv."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.stride == (1, 1) and x.is_cpu and cpu_bf16_autocast()
+                and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
                 and x.is_contiguous(memory_format=torch.channels_last)):
             y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
             return y.permute(0, 3, 1, 2)
@@ -161,11 +169,9 @@ class DepthwiseConv(SameConv):
     0.99x with this threshold). Its bf16 forward is as fast or faster, so evaluation (no
     autograd) stays in bf16. GPUs are unaffected."""
 
-    MAX_FP32_PIXELS = 8 * 8
-
     def _convolve(self, x: torch.Tensor, weight: torch.Tensor, padding: Any) -> torch.Tensor:
         if (x.is_cpu and cpu_bf16_autocast() and torch.is_grad_enabled()
-                and x.shape[-2] * x.shape[-1] <= self.MAX_FP32_PIXELS):
+                and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS):
             with torch.autocast("cpu", enabled=False):
                 return super()._convolve(x.float(), weight, padding)
         return super()._convolve(x, weight, padding)
