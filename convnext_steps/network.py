@@ -109,14 +109,17 @@ def make_activation(kind: ActivationKind) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else GELU()
 
 
-def cpu_bf16_autocast() -> bool:
-    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-
-
 # Maps up to this many pixels (8x8: every map of the default study's 32px input; at 224px only
 # stage 4's 7x7) take the bf16 special paths of PointwiseConv and DepthwiseConv on CPU; larger
 # maps do not gain from them (benchmarks/pointwise.py, README "Speed").
 SMALL_MAP_PIXELS = 8 * 8
+
+
+def small_map_under_cpu_bf16(x: torch.Tensor) -> bool:
+    """Whether x is a CPU map of at most SMALL_MAP_PIXELS under bf16 autocast: the one case
+    where PointwiseConv and DepthwiseConv leave nn.Conv2d's path."""
+    return (x.is_cpu and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
+            and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
 class PointwiseConv(nn.Conv2d):
@@ -129,8 +132,7 @@ class PointwiseConv(nn.Conv2d):
     speed of oneDNN's 1x1 conv (benchmarks/pointwise.py), so fp32 keeps the conv."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.stride == (1, 1) and x.is_cpu and cpu_bf16_autocast()
-                and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
+        if (self.stride == (1, 1) and small_map_under_cpu_bf16(x)
                 and x.is_contiguous(memory_format=torch.channels_last)):
             y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
             return y.permute(0, 3, 1, 2)
@@ -170,8 +172,7 @@ class DepthwiseConv(SameConv):
     autograd) stays in bf16. GPUs are unaffected."""
 
     def _convolve(self, x: torch.Tensor, weight: torch.Tensor, padding: Any) -> torch.Tensor:
-        if (x.is_cpu and cpu_bf16_autocast() and torch.is_grad_enabled()
-                and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS):
+        if small_map_under_cpu_bf16(x) and torch.is_grad_enabled():
             with torch.autocast("cpu", enabled=False):
                 return super()._convolve(x.float(), weight, padding)
         return super()._convolve(x, weight, padding)
