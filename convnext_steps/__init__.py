@@ -4,53 +4,110 @@
     >>> [s.slug for s in list_steps()][:3]
     ['resnet50', 'stage_ratio', 'patchify_stem']
     >>> model = build_model("kernel_7", num_classes=10, width_mult=0.25)
+
+A step of your own is a parent and a change:
+
+    >>> from convnext_steps import derive_step, get_step, register_step
+    >>> bn = register_step(derive_step(get_step("convnext_t"), "convnext_t_bn", {"norm": "batch"}))
+    >>> model = build_model("convnext_t_bn", num_classes=10)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from torch import nn
+
 from .network import LayerNorm2d, NetSpec, RoadmapNet
-from .roadmap import STEPS, Step
+from .roadmap import STEPS
+from .step import Step, StepError, derive_step
 from .torchvision_weights import load_torchvision_weights
 
-__all__ = ["NetSpec", "RoadmapNet", "LayerNorm2d", "Step", "list_steps", "get_step",
-           "resolve_steps", "build_model", "scaled_spec", "load_torchvision_weights"]
+__all__ = ["NetSpec", "RoadmapNet", "LayerNorm2d", "Step", "StepError", "list_steps", "list_roadmaps",
+           "get_step", "resolve_steps", "derive_step", "register_step", "builtin_slugs", "build_model",
+           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP"]
+
+DEFAULT_ROADMAP = "resnet50"
+ROADMAPS: dict[str, list[Step]] = {"resnet50": STEPS}
+REFERENCES: dict[str, Step] = {}  # models drawn beside a roadmap, not steps of it
+_REGISTERED: dict[str, Step] = {}  # steps a user registered from Python
 
 
-def list_steps() -> list[Step]:
-    """The 16 steps in the paper's order (Figure 2 top to bottom, Table 10)."""
-    return list(STEPS)
+def list_roadmaps() -> list[str]:
+    return list(ROADMAPS)
 
 
-def get_step(key: str | int) -> Step:
-    """A step by slug, index or its paper label (case-insensitive)."""
+def list_steps(roadmap: str = DEFAULT_ROADMAP) -> list[Step]:
+    """The steps of a built-in roadmap in the paper's order (Figure 2 top to bottom)."""
+    if roadmap not in ROADMAPS:
+        raise KeyError(f"unknown roadmap {roadmap!r}; known: {', '.join(ROADMAPS)}")
+    return list(ROADMAPS[roadmap])
+
+
+def _builtin() -> dict[str, Step]:
+    steps = {s.slug: s for roadmap in ROADMAPS.values() for s in roadmap}
+    return steps | REFERENCES
+
+
+def builtin_slugs() -> set[str]:
+    """Slugs of every built-in step and reference model (a defined step may not reuse one)."""
+    return set(_builtin())
+
+
+def register_step(step: Step) -> Step:
+    """Make a derived step known to `get_step` and `build_model` by its slug."""
+    if step.slug in _builtin():
+        raise StepError(f"step slug {step.slug!r} is a built-in step; choose another")
+    _REGISTERED[step.slug] = step
+    return step
+
+
+def get_step(key: str | int | Step, roadmap: str = DEFAULT_ROADMAP, extra: Mapping[str, Step] | None = None) -> Step:
+    """A step by slug (any roadmap, a reference model, a registered or an `extra` step), or
+    by index or paper label within `roadmap` (case-insensitive)."""
+    if isinstance(key, Step):
+        return key
     text = str(key).strip()
-    if text.isdigit() and int(text) < len(STEPS):
-        return STEPS[int(text)]
-    for step in STEPS:
-        if text.lower() in (step.slug, step.label.lower()):
-            return step
-    raise KeyError(f"unknown step {key!r}; known: 0-{len(STEPS) - 1} or "
-                   + ", ".join(s.slug for s in STEPS))
+    steps = list_steps(roadmap)
+    if text.isdigit():
+        if int(text) < len(steps):
+            return steps[int(text)]
+    else:
+        known = {**_builtin(), **_REGISTERED, **(extra or {})}
+        if text in known:
+            return known[text]
+        for step in steps:
+            if text.lower() == step.label.lower():
+                return step
+    raise KeyError(f"unknown step {key!r}; known: 0-{len(steps) - 1} or " + ", ".join(s.slug for s in steps)
+                   + "".join(f", {slug}" for slug in {**REFERENCES, **_REGISTERED, **(extra or {})}))
 
 
-def resolve_steps(selection: str) -> list[Step]:
-    """`all`, or a comma list of slugs, indices and index ranges like `0-5`, in roadmap order."""
-    if selection.strip().lower() == "all":
-        return list(STEPS)
-    chosen: set[int] = set()
-    for part in filter(None, (p.strip() for p in selection.split(","))):
-        lo, sep, hi = part.partition("-")
-        if sep and lo.isdigit() and hi.isdigit():
-            if int(lo) > int(hi):
-                raise KeyError(f"empty step range {part!r}")
-            chosen.update(get_step(i).index for i in range(int(lo), int(hi) + 1))
-        else:
-            chosen.add(get_step(part).index)
+def resolve_steps(selection: str | int | Sequence[str | int], roadmap: str = DEFAULT_ROADMAP,
+                  extra: Mapping[str, Step] | None = None) -> list[Step]:
+    """`all`, an index, or slugs / indices / ranges like `0-5` (a comma string or a list), in
+    the order given; a step named twice counts once."""
+    items = [selection] if isinstance(selection, (str, int)) else list(selection)
+    if len(items) == 1 and str(items[0]).strip().lower() == "all":
+        return list_steps(roadmap)
+    chosen: dict[str, Step] = {}
+    for item in items:
+        parts = [item] if isinstance(item, int) else [p.strip() for p in str(item).split(",") if p.strip()]
+        for part in parts:
+            lo, sep, hi = str(part).partition("-")
+            if sep and lo.isdigit() and hi.isdigit():
+                if int(lo) > int(hi):
+                    raise KeyError(f"empty step range {part!r}")
+                for i in range(int(lo), int(hi) + 1):
+                    step = get_step(i, roadmap, extra)
+                    chosen.setdefault(step.slug, step)
+            else:
+                step = get_step(part, roadmap, extra)
+                chosen.setdefault(step.slug, step)
     if not chosen:
-        raise KeyError(f"no step selected by {selection!r}")
-    return [STEPS[i] for i in sorted(chosen)]
+        raise KeyError(f"no step selected by {selection!r}; give 'all', slugs, indices or ranges like 0-5")
+    return list(chosen.values())
 
 
 def scaled_spec(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
@@ -61,13 +118,16 @@ def scaled_spec(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
     return replace(spec, base_width=width)
 
 
-def build_model(slug: str | int, num_classes: int = 1000, in_chans: int = 3,
+def build_model(step: str | int | Step, num_classes: int = 1000, in_chans: int = 3,
                 width_mult: float = 1.0, drop_path_rate: float = 0.0,
-                layer_scale_init: float | None = None) -> RoadmapNet:
+                layer_scale_init: float | None = None) -> nn.Module:
     """Build one step. `layer_scale_init=None` keeps the step's own (1e-6 at ConvNeXt-T,
     none before); a number sets it for any step; 0 switches it off."""
-    spec = scaled_spec(get_step(slug).spec, width_mult)
-    spec = replace(spec, drop_path_rate=drop_path_rate)
+    step = get_step(step)
+    if not isinstance(step.spec, NetSpec):  # a reference model builds itself
+        return step.spec.build(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult,
+                               drop_path_rate=drop_path_rate)
+    spec = replace(scaled_spec(step.spec, width_mult), drop_path_rate=drop_path_rate)
     if layer_scale_init is not None:
         spec = replace(spec, layer_scale_init=layer_scale_init or None)
     return RoadmapNet(spec, num_classes=num_classes, in_chans=in_chans)

@@ -182,20 +182,9 @@ def welch_ci95(a: Iterable[float], b: Iterable[float]) -> float:
 
 # --------------------------------------------------------------------------- summary
 
-def _main_chain(steps: list[Step]) -> set[str]:
-    """Slugs on the path ResNet-50 -> ConvNeXt-T; the other steps are sweep branches."""
-    by_slug = {s.slug: s for s in steps}
-    chain, slug = set(), steps[-1].slug
-    while slug is not None:
-        chain.add(slug)
-        slug = by_slug[slug].parent
-    return chain
-
-
 def sweep_slugs() -> set[str]:
-    """The kernel-size sweep branches (kernel_5, kernel_9, kernel_11): off the main chain."""
-    steps = list_steps()
-    return {s.slug for s in steps} - _main_chain(steps)
+    """The steps marked as sweep branches (kernel_5, kernel_9, kernel_11): off the main chain."""
+    return {s.slug for s in list_steps() if s.sweep}
 
 
 def summarize(records: list[dict], selected_slugs: list[str] | None = None) -> pd.DataFrame:

@@ -228,3 +228,22 @@ def test_pointwise_conv_equals_conv2d_in_fp32_and_under_bf16_autocast(side, bf16
     y1.float().sum().backward(), y2.float().sum().backward()
     torch.testing.assert_close(x2.grad, x1.grad, **tol)
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=tol["rtol"], atol=10 * tol["atol"])
+
+
+def test_a_derived_step_differs_from_its_parent_in_its_change_and_builds():
+    from convnext_steps import StepError, derive_step, register_step
+    parent = get_step("convnext_t")
+    step = derive_step(parent, "convnext_t_bn_test", {"norm": "batch"}, label="BN instead of LN")
+    assert step.spec.diff(parent.spec) == {"norm"} == set(step.changed_fields)
+    assert step.parent == "convnext_t" and step.paper_top1 is None and step.index is None
+    register_step(step)
+    model = build_model("convnext_t_bn_test", num_classes=10, in_chans=1, width_mult=0.125)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    assert [s.slug for s in resolve_steps([0, "convnext_t_bn_test"])] == ["resnet50", "convnext_t_bn_test"]
+    for change in ({"nrm": "batch"}, {"norm": "group"}, {"kernel_size": 7.5}, {}):
+        with pytest.raises(StepError):
+            derive_step(parent, "bad", change)
+    with pytest.raises(StepError):
+        register_step(derive_step(parent, "resnet50", {"norm": "batch"}))
+    recipe_only = derive_step(parent, "convnext_t_lr", {}, train={"lr": 1e-3})
+    assert recipe_only.changed_fields == frozenset() and recipe_only.train == {"lr": 1e-3}
