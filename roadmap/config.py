@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
 
 
 class ConfigError(ValueError):
@@ -72,6 +71,7 @@ class TrainConfig:
     accelerator: str = "auto"
 
     def check(self) -> None:
+        from .datasets import DATASETS
         if self.dataset not in DATASETS:
             raise ConfigError(f"train.dataset: {self.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
         positive = ("resolution", "epochs", "batch_size", "lr_reference_batch", "val_checks_per_epoch",
