@@ -27,6 +27,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from convnext_steps import Step, build_model, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
 
+from .checkpoints import AtomicCheckpointIO, EpochEndCheckpoint, drop_previous, has_checkpoint, resume_point
+
 from .config import ConfigError, StudyConfig, config_hash, result_relevant
 from .data import make_datamodule
 from .datasets import describe, fingerprint
@@ -99,7 +101,7 @@ def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)
                       file=sys.stderr)
             else:
                 state = record["status"]
-        if state == "todo" and (checkpoint_dir / "last.ckpt").exists():
+        if state == "todo" and has_checkpoint(checkpoint_dir):
             state = "resume"
         runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state))
     return runs
@@ -223,14 +225,16 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         DeterministicResume(run.seed), throughput, stopper,
         ModelCheckpoint(dirpath=run.checkpoint_dir, save_last=True, save_top_k=0,
                         train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s)),
+        EpochEndCheckpoint(run.checkpoint_dir / "last.ckpt"),
     ]
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     logger = CSVLogger(dirs["logs"], name=run.name, version=run.hash[:8])
+    trainer_kwargs["plugins"] = [AtomicCheckpointIO()]  # checkpoints are never half-written
     if SLURMEnvironment.detect():
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
         # script requeues. Lightning's own requeue would race with it.
-        trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+        trainer_kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
     profiler = SimpleProfiler() if profile else None
     trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator),
                          logger=logger, profiler=profiler, callbacks=callbacks,
@@ -239,12 +243,14 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
                          num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
     module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
-    resume = run.checkpoint_dir / "last.ckpt"
-    if resume.exists() and hasattr(datamodule, "resume_loader_state"):
-        datamodule.resume_loader_state = saved_loader_state(resume)
+    # last.ckpt, else previous.ckpt; one that cannot be loaded is set aside (a warning)
+    resume, saved = resume_point(run.checkpoint_dir, owner=process_rank() == 0)
+    if saved is not None and hasattr(datamodule, "resume_loader_state"):
+        datamodule.resume_loader_state = saved_loader_state(saved)
+    del saved  # Lightning loads it again; do not hold two copies during training
     stopper.install()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     finally:
         stopper.uninstall()
     if trainer.interrupted:
@@ -289,9 +295,8 @@ def time_split(profiler: SimpleProfiler, wall_s: float) -> dict[str, float]:
     return {"model_s": model_s, "data_s": data_s, "framework_s": wall_s - model_s - data_s}
 
 
-def saved_loader_state(checkpoint: Path) -> dict[str, int] | None:
+def saved_loader_state(state: dict[str, Any]) -> dict[str, int] | None:
     """The in-memory loader's position (epoch, batches consumed) stored in a checkpoint."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
     loaders = state.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [None]
     return loaders[0]
 
@@ -374,6 +379,7 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
                 say(f"  FAILED: {error}; recorded in {run.record_path}; the study goes on", flush=True)
             if rank_zero:
                 write_record(run.record_path, record)
+                drop_previous(run.checkpoint_dir)
             finished_times.append(time.time() - run_started)
             if record["status"] == "done":
                 say(f"  done: top-1 {record['top1']:.2f}%  train {record['train_throughput']:.0f} img/s"
