@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from roadmap import signals  # light: the signal module only
+
 REPO = Path(__file__).resolve().parent
 DEFAULT_PRESET = "cpu"
 
@@ -108,6 +110,7 @@ def plot_command(args: argparse.Namespace) -> int:
         print(f"\n## {name}\n\n{markdown_table(table)}")
         for path in draw_figures(study_dir, args.plots / name):
             print(f"wrote {path}")
+        signals.check(f"tables and figures of {name} are drawn")
     return 0
 
 
@@ -129,6 +132,7 @@ def train_command(args: argparse.Namespace) -> int:
     if others:
         print(f"note: {others} record(s) of other configs of study {study.name} are kept in "
               f"{args.out / study.name / 'runs'} and left out of its tables and figures")
+    signals.check("nothing was trained yet")
     if not args.dry_run and process_rank() == 0:
         write_study_manifest(study, preset, args.out)
     if args.dry_run:
@@ -148,35 +152,48 @@ def train_command(args: argparse.Namespace) -> int:
         print(markdown_table(table))
         for path in draw_figures(study_dir, args.plots / study.name):
             print(f"wrote {path}")
+        signals.check("every run is recorded and the tables and figures are drawn")
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list:
-        print_listing()
-        return 0
-    from roadmap.config import ConfigError
-    from roadmap.data import DataError
-    from roadmap.records import CorruptRecordError
-    from roadmap.study import RunInterrupted
+    # From here to the last record a stop signal only raises a flag, honoured at the next safe
+    # point (roadmap/signals.py): before the heavy imports, so no window is left uncovered.
+    signals.install()
     try:
-        return plot_command(args) if args.command == "plot" else train_command(args)
-    except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) else str(error)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except RunInterrupted as stop:
-        print(f"interrupted ({stop}): a checkpoint was saved; run the same command again to resume",
+        return _main(argv)
+    finally:
+        signals.uninstall()
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.list:
+            print_listing()
+            return 0
+        from roadmap.config import ConfigError
+        from roadmap.data import DataError
+        from roadmap.records import CorruptRecordError
+        signals.check("nothing was trained yet")
+        try:
+            return plot_command(args) if args.command == "plot" else train_command(args)
+        except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
+            message = error.args[0] if isinstance(error, KeyError) else str(error)
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        except OSError as error:
+            print(f"error: {error.strerror or error} ({error.filename or ''}); free space or fix permissions, "
+                  "then run the same command again", file=sys.stderr)
+            return 1
+    except signals.RunInterrupted as stop:
+        print(f"interrupted ({stop.signal_name}): {stop.detail}; run the same command again to resume",
               file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        print(f"interrupted ({signals.received() or 'SIGINT'}): stopped at once; checkpoints and records are "
+              "written whole or not at all; run the same command again to resume", file=sys.stderr)
         return 130
-    except OSError as error:
-        print(f"error: {error.strerror or error} ({error.filename or ''}); free space or fix permissions, "
-              "then run the same command again", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

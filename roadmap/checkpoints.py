@@ -23,6 +23,9 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
+from . import signals
+from .signals import RunInterrupted
+
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"
 # What every checkpoint of a fit holds; without them Lightning cannot resume from it.
@@ -155,3 +158,43 @@ class EpochEndCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.save_checkpoint(self.path)
+
+
+def agreed(trainer: pl.Trainer) -> str | None:
+    """Whether any rank of a run received a stop signal: all ranks must stop at the same
+    batch (a checkpoint is a collective). One tiny all-reduce per batch under DDP."""
+    mine = signals.received()
+    if trainer.world_size > 1:
+        anyone = trainer.strategy.reduce_boolean_decision(mine is not None, all=False)
+        return (mine or "a signal to another rank") if anyone else None
+    return mine
+
+
+class GracefulStop(pl.Callback):
+    """Turn a stop signal into a checkpoint at the next batch boundary (a consistent state:
+    the optimizer step is complete) followed by RunInterrupted. In validation the run stops
+    at once and its last checkpoint stays the resume point."""
+
+    def __init__(self, checkpoint_path: Any, run_name: str) -> None:
+        self.checkpoint_path = checkpoint_path
+        self.run_name = run_name
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signals.reassert()
+        procs = getattr(trainer.strategy.launcher, "procs", None)
+        if procs:
+            signals.forward_to([proc.pid for proc in procs])
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signals.reassert()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        name = agreed(trainer)
+        if name:
+            trainer.save_checkpoint(self.checkpoint_path)
+            raise RunInterrupted(name, f"a checkpoint of {self.run_name} was saved")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        name = agreed(trainer)
+        if name:
+            raise RunInterrupted(name, f"{self.run_name} stopped in validation; its last checkpoint is kept")

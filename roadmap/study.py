@@ -9,7 +9,6 @@ import functools
 import logging
 import os
 import platform
-import signal
 import sys
 import time
 import warnings
@@ -27,7 +26,10 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from convnext_steps import Step, build_model, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
 
-from .checkpoints import AtomicCheckpointIO, EpochEndCheckpoint, drop_previous, has_checkpoint, resume_point
+from . import signals
+from .checkpoints import (AtomicCheckpointIO, EpochEndCheckpoint, GracefulStop, drop_previous, has_checkpoint,
+                          resume_point)
+from .signals import RunInterrupted
 
 from .config import ConfigError, StudyConfig, config_hash, result_relevant
 from .data import make_datamodule
@@ -35,10 +37,6 @@ from .datasets import describe, fingerprint
 from .records import (RECORD_VERSION, CorruptRecordError, git_state, load_records, read_record, record_filename,
                       run_lock, run_name, write_manifest, write_record)
 from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
-
-class RunInterrupted(Exception):
-    """SIGINT/SIGTERM/SIGUSR1 arrived; a checkpoint was saved at the last finished batch."""
-
 
 @dataclass
 class Run:
@@ -154,38 +152,6 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-class GracefulStop(pl.Callback):
-    """Turn SIGINT/SIGTERM/SIGUSR1 into a checkpoint at the next batch boundary (a consistent
-    state: the optimizer step is complete) followed by RunInterrupted."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self, checkpoint_path: Path) -> None:
-        self.checkpoint_path = checkpoint_path
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-    def install(self) -> None:
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handler)
-
-    def uninstall(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.received:
-            trainer.save_checkpoint(self.checkpoint_path)
-            raise RunInterrupted(self.received)
-
-    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.received:  # the last checkpoint stays the resume point
-            raise RunInterrupted(self.received)
-
-
 @functools.lru_cache(maxsize=None)
 def cpu_has_native_bf16() -> bool:
     """Does this CPU compute bf16 dot products in hardware (AVX-512 BF16 or AMX)? Without
@@ -219,7 +185,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     datamodule = make_datamodule(cfg, run.seed)
     trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
                                       "num_nodes": cfg.num_nodes, "strategy": cfg.strategy}
-    stopper = GracefulStop(run.checkpoint_dir / "last.ckpt")
+    stopper = GracefulStop(run.checkpoint_dir / "last.ckpt", run.name)
     throughput = Throughput()
     callbacks: list[pl.Callback] = [
         DeterministicResume(run.seed), throughput, stopper,
@@ -248,17 +214,14 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     if saved is not None and hasattr(datamodule, "resume_loader_state"):
         datamodule.resume_loader_state = saved_loader_state(saved)
     del saved  # Lightning loads it again; do not hold two copies during training
-    stopper.install()
-    try:
+    with signals_as_interruption(run):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-    finally:
-        stopper.uninstall()
-    if trainer.interrupted:
-        raise RunInterrupted(stopper.received or "interrupted")
-    if "val_top1" not in trainer.callback_metrics:
-        # Resumed from a checkpoint that had finished training (killed before its record was
-        # written): fit has nothing left to do, so validate the restored weights once more.
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+        if trainer.interrupted:
+            raise RunInterrupted(signals.received() or "interrupted", f"{run.name} was interrupted")
+        if "val_top1" not in trainer.callback_metrics:
+            # Resumed from a checkpoint that had finished training (killed before its record was
+            # written): fit has nothing left to do, so validate the restored weights once more.
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model
     commit, dirty = git_state()
@@ -278,6 +241,18 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     if profiler is not None:
         record["time_split"] = time_split(profiler, record["wall_time_s"])
     return record
+
+
+@contextlib.contextmanager
+def signals_as_interruption(run: Run) -> Any:
+    """Lightning ends a fit hit by SIGTERM with a SystemExit (SIGTERMException, exit code 0) and
+    one hit by KeyboardInterrupt (Ctrl-C twice) with sys.exit(1): both are interruptions."""
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        if signals.received():
+            raise RunInterrupted(signals.received(), f"{run.name} keeps its last checkpoint") from None
+        raise
 
 
 def time_split(profiler: SimpleProfiler, wall_s: float) -> dict[str, float]:
@@ -327,7 +302,13 @@ def quiet_lightning() -> None:
 
 def process_rank() -> int:
     """This process's global rank when Lightning's DDP launcher or SLURM's srun started several
-    processes (each runs the whole study loop in step; only rank 0 takes locks and writes)."""
+    processes (each runs the whole study loop in step; only rank 0 takes locks and writes).
+    Rank variables count only in a world of several processes (WORLD_SIZE or SLURM_NTASKS > 1):
+    a RANK left in the environment by something else made a single process train every run
+    without taking its lock or writing its record."""
+    sizes = [int(os.environ[n]) for n in ("WORLD_SIZE", "SLURM_NTASKS") if os.environ.get(n, "").isdigit()]
+    if max(sizes, default=1) <= 1:
+        return 0
     for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
@@ -354,6 +335,7 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
     finished_times: list[float] = []
     failures = [r for r in runs if r.state == "failed" and not retry_failed]
     for i, run in enumerate(todo, 1):
+        signals.check(f"{len(finished_times)} run(s) trained and recorded, none in progress")
         elapsed = time.time() - started
         eta = (f"ETA {_format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
                if finished_times else "ETA after the first run")
@@ -384,6 +366,7 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
             if record["status"] == "done":
                 say(f"  done: top-1 {record['top1']:.2f}%  train {record['train_throughput']:.0f} img/s"
                       f"  {_format_seconds(record['wall_time_s'])}", flush=True)
+    signals.check(f"{len(finished_times)} run(s) trained and recorded, none in progress")
     say(f"study {study.name}: {len(finished_times)} run(s) trained in {_format_seconds(time.time() - started)}; "
           f"records in {dirs['runs']}", flush=True)
     if failures and rank_zero:

@@ -11,16 +11,6 @@ from roadmap.checkpoints import PREVIOUS, AtomicCheckpointIO, resume_point
 from robust_helpers import main_args, no_figures, records, same_numbers, signal_at, tiny_study
 
 
-@pytest.fixture(scope="module")
-def tiny_reference(tmp_path_factory):
-    """The uninterrupted tiny run."""
-    tmp = tmp_path_factory.mktemp("reference")
-    with pytest.MonkeyPatch.context() as mp:
-        no_figures(mp)
-        assert runner.main(main_args(tiny_study(tmp), tmp / "out")) == 0
-    return records(tmp / "out")["patchify_stem__seed0"]
-
-
 def test_a_failed_write_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
