@@ -21,7 +21,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 
 from . import signals
 from .signals import RunInterrupted
@@ -170,14 +171,39 @@ def agreed(trainer: pl.Trainer) -> str | None:
     return mine
 
 
+def validation_follows(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Does a validation run right after this training batch? A checkpoint saved at such a
+    batch end resumes past that validation (Lightning skips it), and its point on the curve
+    is lost: the checkpoint waits until after the validation."""
+    if not trainer.enable_validation:
+        return False
+    if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        return (trainer.current_epoch + 1) % (trainer.check_val_every_n_epoch or 1) == 0
+    every = trainer.val_check_batch
+    return isinstance(every, int) and every > 0 and (batch_idx + 1) % every == 0
+
+
+class PatientModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose time-based save skips a batch that a validation follows (the
+    next batch end saves instead, or the end-of-epoch checkpoint)."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not validation_follows(trainer, batch_idx):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
 class GracefulStop(pl.Callback):
     """Turn a stop signal into a checkpoint at the next batch boundary (a consistent state:
-    the optimizer step is complete) followed by RunInterrupted. In validation the run stops
-    at once and its last checkpoint stays the resume point."""
+    the optimizer step is complete) followed by RunInterrupted. A signal that arrives at the
+    batch before a validation lets that validation finish and checkpoints after it, so its
+    point on the curve is kept; one that arrives during a validation stops it at once, and
+    the last checkpoint stays the resume point."""
 
     def __init__(self, checkpoint_path: Any, run_name: str) -> None:
         self.checkpoint_path = checkpoint_path
         self.run_name = run_name
+        self._finish_validation = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signals.reassert()
@@ -185,16 +211,34 @@ class GracefulStop(pl.Callback):
         if procs:
             signals.forward_to([proc.pid for proc in procs])
 
+    def _stop(self, trainer: pl.Trainer, name: str) -> None:
+        trainer.save_checkpoint(self.checkpoint_path)
+        raise RunInterrupted(name, f"a checkpoint of {self.run_name} was saved")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        name = agreed(trainer)
+        if name and not validation_follows(trainer, batch_idx):
+            # Lightning logs this batch's training row after the batch-end hooks, which the
+            # interruption skips: log it now, so that the curve keeps it (roadmap/curves.py).
+            update = getattr(trainer._logger_connector, "update_train_step_metrics", None)
+            if update is not None:
+                update()
+            self._stop(trainer, name)
+
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signals.reassert()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        name = agreed(trainer)
-        if name:
-            trainer.save_checkpoint(self.checkpoint_path)
-            raise RunInterrupted(name, f"a checkpoint of {self.run_name} was saved")
+        in_fit = trainer.state.fn == TrainerFn.FITTING
+        self._finish_validation = in_fit and agreed(trainer) is not None
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self._finish_validation:
+            return
         name = agreed(trainer)
         if name:
             raise RunInterrupted(name, f"{self.run_name} stopped in validation; its last checkpoint is kept")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._finish_validation:
+            self._finish_validation = False
+            self._stop(trainer, agreed(trainer) or "interrupted")

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.profilers import SimpleProfiler
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
@@ -27,10 +26,11 @@ from convnext_steps import Step, build_model, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
 
 from . import signals
-from .checkpoints import (AtomicCheckpointIO, EpochEndCheckpoint, GracefulStop, drop_previous, has_checkpoint,
-                          resume_point)
+from .checkpoints import (AtomicCheckpointIO, EpochEndCheckpoint, GracefulStop, PatientModelCheckpoint, drop_previous,
+                          has_checkpoint, resume_point)
 from .signals import RunInterrupted
 
+from .curves import CurveKeeper, ResumableCSVLogger, checkpoint_rows
 from .config import ConfigError, StudyConfig, config_hash, result_relevant
 from .data import make_datamodule
 from .datasets import describe, fingerprint
@@ -183,19 +183,26 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     started = time.time()
     pl.seed_everything(run.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg, run.seed)
+    # last.ckpt, else previous.ckpt; one that cannot be loaded is set aside (a warning)
+    resume, saved = resume_point(run.checkpoint_dir, owner=process_rank() == 0)
+    if saved is not None and hasattr(datamodule, "resume_loader_state"):
+        datamodule.resume_loader_state = saved_loader_state(saved)
+    keep_rows = checkpoint_rows(saved)  # of the CSV log, when resuming
+    del saved  # Lightning loads it again; do not hold two copies during training
     trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
                                       "num_nodes": cfg.num_nodes, "strategy": cfg.strategy}
     stopper = GracefulStop(run.checkpoint_dir / "last.ckpt", run.name)
     throughput = Throughput()
     callbacks: list[pl.Callback] = [
-        DeterministicResume(run.seed), throughput, stopper,
-        ModelCheckpoint(dirpath=run.checkpoint_dir, save_last=True, save_top_k=0,
-                        train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s)),
+        CurveKeeper(), DeterministicResume(run.seed), throughput, stopper,
+        PatientModelCheckpoint(dirpath=run.checkpoint_dir, save_last=True, save_top_k=0,
+                        train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s),
+                        enable_version_counter=False),  # always last.ckpt, never last-v1.ckpt
         EpochEndCheckpoint(run.checkpoint_dir / "last.ckpt"),
     ]
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
-    logger = CSVLogger(dirs["logs"], name=run.name, version=run.hash[:8])
+    logger = ResumableCSVLogger(dirs["logs"], name=run.name, version=run.hash[:8], keep=keep_rows)
     trainer_kwargs["plugins"] = [AtomicCheckpointIO()]  # checkpoints are never half-written
     if SLURMEnvironment.detect():
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
@@ -209,11 +216,6 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
                          num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
     module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
-    # last.ckpt, else previous.ckpt; one that cannot be loaded is set aside (a warning)
-    resume, saved = resume_point(run.checkpoint_dir, owner=process_rank() == 0)
-    if saved is not None and hasattr(datamodule, "resume_loader_state"):
-        datamodule.resume_loader_state = saved_loader_state(saved)
-    del saved  # Lightning loads it again; do not hold two copies during training
     with signals_as_interruption(run):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         if trainer.interrupted:
@@ -221,6 +223,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         if "val_top1" not in trainer.callback_metrics:
             # Resumed from a checkpoint that had finished training (killed before its record was
             # written): fit has nothing left to do, so validate the restored weights once more.
+            # Its curve already holds this validation (logged before that checkpoint).
+            trainer.loggers = []
             trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model

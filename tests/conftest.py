@@ -23,4 +23,6 @@ def tiny_reference(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         no_figures(mp)
         assert runner.main(main_args(tiny_study(tmp), tmp / "out")) == 0
-    return records(tmp / "out")["patchify_stem__seed0"]
+    record = records(tmp / "out")["patchify_stem__seed0"]
+    record["_metrics_csv"] = str(next((tmp / "out" / "tiny" / record["log_dir"]).rglob("metrics.csv")))
+    return record
