@@ -92,6 +92,13 @@ class TrainConfig:
         for name in ("train_subset", "val_subset"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0 or null, got {getattr(self, name)}")
+        if self.dataset == "imagefolder" and self.crop_padding != TrainConfig.crop_padding:
+            # Refused, not honoured: image folders crop with RandomResizedCrop (the paper's
+            # recipe), which zero padding has no place in; honouring the default 4 would add
+            # padding crops to the image-folder presets, and a new default would change the
+            # hash of every existing run. So crop_padding is the in-memory data sets' knob.
+            raise ConfigError(f"train.crop_padding={self.crop_padding} applies to in-memory data sets only; image "
+                              "folders crop with RandomResizedCrop: leave crop_padding out of an imagefolder study")
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
 

@@ -213,7 +213,9 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
                          logger=logger, profiler=profiler, callbacks=callbacks,
                          val_check_interval=1.0 / cfg.val_checks_per_epoch,
                          enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
-                         num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
+                         num_sanity_val_steps=0, deterministic=False,
+                         use_distributed_sampler=False,  # the loaders shard by rank themselves (exact resume)
+                         **trainer_kwargs)
     module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
     with signals_as_interruption(run):
