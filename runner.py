@@ -59,13 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    from roadmap.config import ConfigError
     study: dict[str, Any] = {}
     train: dict[str, Any] = {}
-    if args.steps:
+    if args.steps is not None:
+        if not args.steps.strip(" ,"):  # an empty --steps (an unset shell variable) is not "all"
+            raise ConfigError(f"--steps {args.steps!r} names no step; give all, slugs, indices or ranges, e.g. 0-5,kernel_7")
         study["steps"] = args.steps
     if args.seeds is not None:
         if args.seeds < 1:
-            raise SystemExit("error: --seeds must be >= 1")
+            raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
         study["seeds"] = list(range(args.seeds))
     if args.seed is not None:
         study["seeds"] = [args.seed]
@@ -78,7 +81,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    if not text:
+    from roadmap.config import ConfigError
+    if text is None:
         return 0, 1
     try:
         index, count = (int(x) for x in text.split("/"))
@@ -86,7 +90,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
             return index, count
     except ValueError:
         pass
-    raise SystemExit(f"error: --shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
+    raise ConfigError(f"--shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
 
 
 def print_listing() -> None:
@@ -98,7 +102,10 @@ def print_listing() -> None:
 
 
 def plot_command(args: argparse.Namespace) -> int:
+    from roadmap.config import check_study_name
     from roadmap.report import draw_figures, markdown_table, write_tables
+    if args.study is not None:
+        check_study_name(args.study, "--study")
     studies = [args.study] if args.study else sorted(p.name for p in args.out.glob("*") if (p / "runs").is_dir())
     if not studies:
         raise SystemExit(f"error: no study with records in {args.out}; train one first (python runner.py --steps all)")
@@ -120,8 +127,8 @@ def train_command(args: argparse.Namespace) -> int:
                                write_study_manifest)
 
     overrides = overrides_from(args)
-    study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
     shard = parse_shard(args.shard)
+    study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
     check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)

@@ -25,4 +25,5 @@ def tiny_reference(tmp_path_factory):
         assert runner.main(main_args(tiny_study(tmp), tmp / "out")) == 0
     record = records(tmp / "out")["patchify_stem__seed0"]
     record["_metrics_csv"] = str(next((tmp / "out" / "tiny" / record["log_dir"]).rglob("metrics.csv")))
+    record["_out"] = str(tmp / "out")
     return record
