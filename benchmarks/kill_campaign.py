@@ -3,7 +3,7 @@
 end with exactly the records of an uninterrupted run?
 
 Each trial runs a smoke study (default --steps 0-3 --seeds 2: 8 runs, a checkpoint every
-second) and kills it with SIGKILL after a random delay (uniform up to half the uninterrupted
+second) and kills it with SIGKILL after a random delay (uniform up to the uninterrupted
 study's wall time, so kills land in start-up, training, checkpoint and record writes and
 figures alike), reruns the same command, kills again, ... until a rerun finishes by itself
 (or fails 3 times in a row: a trial that cannot finish).
@@ -139,7 +139,7 @@ def campaign(trials: int, seed: int, out: Path, steps: str = "0-3", seeds: int =
     rows = []
     for t in range(trials):
         folder = out / f"trial{t:03d}"
-        outcome = trial(root, config, folder, rng, max_delay=wall / 2)
+        outcome = trial(root, config, folder, rng, max_delay=wall)
         counts = compare(study_records(folder), reference)
         leftovers = {"corrupt_checkpoints": len(list(folder.rglob("*.corrupt-*"))),
                      "temporaries": len([p for p in folder.rglob("*") if ".tmp" in p.name])}
