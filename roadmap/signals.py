@@ -32,6 +32,7 @@ class RunInterrupted(Exception):
 
 _received: list[str] = []
 _previous: dict[int, Any] = {}
+_ignored: set[int] = set()  # ignored by whoever started us (nohup, a background job): left ignored
 _children: list[int] = []  # DDP processes this one started (Lightning's launcher, rank 0)
 
 
@@ -50,12 +51,17 @@ def _handler(signum: int, frame: Any) -> None:
 
 
 def install() -> None:
-    """Take over the stop signals for this process (main thread only; idempotent)."""
+    """Take over the stop signals for this process (main thread only; idempotent). A signal
+    the parent set to be ignored stays ignored, as Python leaves an ignored SIGINT alone: a
+    shell starts background jobs with SIGINT ignored, so that Ctrl-C in the terminal spares
+    them."""
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in STOP_SIGNALS:
         current = signal.getsignal(sig)
-        if current is not _handler:
+        if current is signal.SIG_IGN and sig not in _previous:
+            _ignored.add(sig)
+        elif current is not _handler:
             _previous.setdefault(sig, current)
             signal.signal(sig, _handler)
 
@@ -65,8 +71,9 @@ def reassert() -> None:
     with a SystemExit and no checkpoint): put ours back on top."""
     if _previous and threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
-            if signal.getsignal(sig) is not _handler:
-                signal.signal(sig, _handler)
+            wanted = signal.SIG_IGN if sig in _ignored else _handler
+            if signal.getsignal(sig) is not wanted:
+                signal.signal(sig, wanted)
 
 
 def uninstall() -> None:
@@ -75,6 +82,7 @@ def uninstall() -> None:
         for sig, previous in _previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
     _previous.clear()
+    _ignored.clear()
     _received.clear()
     _children.clear()
 

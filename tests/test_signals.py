@@ -123,3 +123,22 @@ def test_signal_from_outside_before_training(tmp_path, sig):
     assert f"interrupted ({signal.Signals(sig).name}):" in stderr and "run the same command again to resume" in stderr
     assert records(out) == {}
     assert sys.executable
+
+
+def test_a_signal_ignored_by_the_parent_stays_ignored():
+    """A shell starts background jobs with SIGINT ignored (Ctrl-C in the terminal spares
+    them); the runner leaves it so, as Python does, and takes over the other stop signals."""
+    from roadmap import signals
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        signals.install()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signals._handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as Lightning might
+        signals.reassert()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signals.uninstall()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signals.uninstall()
+        signal.signal(signal.SIGINT, previous)
