@@ -40,6 +40,8 @@ def main() -> int:
     def fire() -> None:
         if not fired:
             fired.append(True)
+            if os.environ.get("CRASH_DRIVER_FIRED"):  # tells a campaign that the window occurred
+                Path(os.environ["CRASH_DRIVER_FIRED"]).write_text(args.at)
             os.kill(os.getpid(), sig)
 
     kind, _, spec = args.at.partition(":")
