@@ -136,7 +136,8 @@ def train_command(args: argparse.Namespace) -> int:
         for run in runs:
             gmacs = training_gmacs(study, run) if run.state != "done" else 0.0
             total += gmacs
-            print(f"  {run.step.index:2d} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
+            index = "" if run.step.index is None else run.step.index
+            print(f"  {index:>2} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
                   f"{gmacs / 1e3:8.2f} TMACs to train")
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
         return 0
@@ -144,7 +145,7 @@ def train_command(args: argparse.Namespace) -> int:
     if shard == (0, 1) and process_rank() == 0:  # shards: `runner.py plot` once all are done
         from roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
-        table = write_tables(study_dir, [r.step.slug for r in runs])
+        table = write_tables(study_dir)
         print(markdown_table(table))
         for path in draw_figures(study_dir, args.plots / study.name):
             print(f"wrote {path}")

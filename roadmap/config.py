@@ -100,8 +100,13 @@ class TrainConfig:
 class StudyConfig:
     name: str
     description: str = ""
-    steps: str = "all"  # "all", or slugs / indices / ranges: "0-5,kernel_7"
+    roadmap: str = "resnet50"  # the built-in roadmap whose indices and `all` the steps refer to
+    # "all", an index, or slugs / indices / ranges as a list or a comma string: "0-5,kernel_7"
+    steps: str | int | list[str | int] = "all"
     seeds: list[int] = field(default_factory=lambda: [0])
+    # Steps of the study's own: each a mapping with slug, parent, change (NetSpec fields), and
+    # optionally label, train (this step's recipe), sweep, phase (roadmap/definitions.py).
+    define: list[dict[str, Any]] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def check(self) -> None:
@@ -110,6 +115,16 @@ class StudyConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds: need distinct non-negative integers, got {self.seeds}")
         self.train.check()
+        from .definitions import study_steps
+        for step in study_steps(self):  # every step resolves, builds and has a valid recipe
+            run_train_config(self, step).check()
+
+
+def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
+    """The recipe one step trains with: the study's, with the step's own `train:` keys over it."""
+    if not step.train:
+        return study.train
+    return from_dict(TrainConfig, _merge(asdict(study.train), dict(step.train)), f"define[{step.slug}].train.")
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -118,9 +133,14 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return any(_type_ok(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
+    if annotation is Any:
+        return True
     if origin is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(annotation)
+        return isinstance(value, dict) and all(_type_ok(k, key) and _type_ok(v, item) for k, v in value.items())
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from convnext_steps import build_model
+from convnext_steps import Step, build_model, get_step
 
 from .config import TrainConfig
 from .data import run_seed
@@ -32,9 +32,10 @@ class RoadmapClassifier(pl.LightningModule):
     # How often the loss is checked for NaN/inf: a host sync, so not at every step.
     FINITE_CHECK_EVERY = 20
 
-    def __init__(self, step: str, cfg: TrainConfig, num_classes: int, in_chans: int, world_size: int = 1) -> None:
+    def __init__(self, step: Step | str, cfg: TrainConfig, num_classes: int, in_chans: int, world_size: int = 1) -> None:
         super().__init__()
-        self.save_hyperparameters({"step": step, "num_classes": num_classes, "in_chans": in_chans})
+        step = get_step(step)
+        self.save_hyperparameters({"step": step.slug, "num_classes": num_classes, "in_chans": in_chans})
         self.cfg = cfg
         self.world_size = world_size
         self.model = build_model(step, num_classes=num_classes, in_chans=in_chans, width_mult=cfg.width_mult,
