@@ -21,6 +21,7 @@ BlockKind = Literal["bottleneck", "inverted", "dw_first"]
 Placement = Literal["every_conv", "one"]
 NormKind = Literal["batch", "layer"]
 ActivationKind = Literal["relu", "gelu"]
+LAYER_SCALE_INIT = 1e-6  # Table 5's layer scale init, as in the released ConvNeXt
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,23 @@
-"""Counting on the meta device."""
+"""The ResNet-200 roadmap (Table 11) and `--list`."""
+
+import csv
+from pathlib import Path
 
 import pytest
 import torch
+import torchvision
+from torchvision.models.resnet import Bottleneck, ResNet
 
-from convnext_steps import build_model, list_steps
+import runner
+from convnext_steps import NetSpec, build_model, get_step, list_steps, load_torchvision_weights
 from convnext_steps.complexity import count_macs, count_params
+from test_architectures import _randomise
 
-R50 = list_steps()
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
+R50, R200 = list_steps(), list_steps(roadmap="resnet200")
+# Parameters of the 16 ResNet-50 roadmap steps at width 1, as before the knobs below existed.
+R50_PARAMS = [25_557_032, 28_628_520, 28_622_120, 15_722_600, 33_760_936, 25_851_400, 25_625_416, 25_720_648,
+              25_863_496, 26_053_960, 26_292_040, 25_863_496, 25_863_496, 25_830_376, 25_837_672, 28_589_128]
 
 
 def meta_model(step, **kwargs):
@@ -14,8 +25,86 @@ def meta_model(step, **kwargs):
         return build_model(step, **kwargs)
 
 
-# Every step (every kind of layer).
-@pytest.mark.parametrize("slug", [s.slug for s in R50])
+# --- the ResNet-200 roadmap ------------------------------------------------------------------
+
+def test_resnet200_roadmap_has_the_structure_of_the_resnet50_one():
+    assert [s.slug for s in list_steps()] == [s.slug for s in R50], "resnet50 stays the default"
+    slugs = [s.slug for s in R200]
+    assert len(set(slugs)) == 16 and not set(slugs) & {s.slug for s in R50}
+    index_200, index_50 = {s.slug: s.index for s in R200}, {s.slug: s.index for s in R50}
+    for ours, theirs in zip(R200, R50):
+        assert (ours.index, ours.phase, ours.sweep, ours.roadmap) == (theirs.index, theirs.phase, theirs.sweep,
+                                                                      "resnet200")
+        assert index_200.get(ours.parent) == index_50.get(theirs.parent)
+        assert ours.label == theirs.label or ours.index in (0, 4, 15)
+        assert ours.paper_top1_std is None, "Table 11 gives no std"
+    assert R200[0].spec == NetSpec(stage_depths=(3, 24, 36, 3))
+    assert R200[1].spec.stage_depths == (3, 3, 27, 3) and R200[1].spec.base_width == 84
+    assert R200[4].spec.base_width == 128
+    assert get_step("convnext_b").roadmap == "resnet200" and get_step(15, roadmap="resnet200").slug == "convnext_b"
+
+
+@pytest.mark.parametrize("step", R200[1:], ids=lambda s: s.slug)
+def test_resnet200_steps_are_their_parent_plus_the_named_change(step):
+    assert step.changed_fields
+    assert step.spec.diff(get_step(step.parent).spec) == set(step.changed_fields)
+    assert step.change and "\n" not in step.change
+
+
+@pytest.mark.parametrize("step", R200, ids=lambda s: s.slug)
+def test_resnet200_multiply_adds_match_table11(step):
+    gmacs = count_macs(meta_model(step.slug)) / 1e9  # the meta build counts as the CPU one (test below)
+    assert abs(gmacs - step.paper_gmacs) <= 0.02, f"{gmacs:.3f} GMACs"
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="shared/reference not beside the repo")
+def test_resnet200_rows_hold_table11_as_in_the_reference_csv():
+    rows = list(csv.DictReader(REFERENCE.open()))
+    assert len(rows) == len(R200) and not any("resnet200_top1_std" in k for k in rows[0])
+    for row, step in zip(rows, R200):
+        assert float(row["resnet200_top1"]) == step.paper_top1
+        assert float(row["resnet200_gflops"]) == step.paper_gmacs
+        assert (R200[int(row["parent"])].slug if row["parent"] else None) == step.parent
+        gmacs = count_macs(meta_model(step.slug)) / 1e9
+        assert abs(gmacs - float(row["resnet200_gflops"])) <= 0.02
+
+
+def _same_outputs(theirs, ours, resolution=224):
+    _randomise(theirs)
+    load_torchvision_weights(ours, theirs.state_dict())
+    theirs.eval(), ours.eval()
+    x = torch.randn(2, 3, resolution, resolution)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert expected.abs().max() > 1.0, "the randomised model must produce non-trivial outputs"
+    assert (expected - got).abs().max().item() <= 1e-4
+
+
+def test_resnet200_is_the_plain_bottleneck_resnet_with_64_67m_parameters():
+    """torchvision has no resnet200 builder; its ResNet class with (3,24,36,3) is the check."""
+    ours, theirs = build_model("resnet200"), ResNet(Bottleneck, [3, 24, 36, 3])
+    assert count_params(ours) == count_params(theirs) == 64_673_832
+    _same_outputs(theirs, ours, resolution=64)
+
+
+def test_convnext_b_is_torchvisions_convnext_base():
+    ours, theirs = build_model("convnext_b"), torchvision.models.convnext_base()
+    assert count_params(ours) == count_params(theirs) == 88_591_464
+    _same_outputs(theirs, ours)
+
+
+# Every ResNet-50 step (every kind of layer) and both ends of the ResNet-200 roadmap (big ones).
+@pytest.mark.parametrize("slug", [s.slug for s in R50] + ["resnet200", "r200_stage_ratio", "convnext_b"])
 def test_a_meta_build_counts_as_a_cpu_build(slug):
     cpu, meta = build_model(slug), meta_model(slug)
     assert (count_params(meta), count_macs(meta)) == (count_params(cpu), count_macs(cpu))
+
+
+def test_list_prints_the_resnet200_roadmap_with_computed_and_paper_gmacs(capsys):
+    assert runner.main(["--list", "--roadmap", "resnet200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "GMACs@224" in lines[0] and "paper_GFLOPs" in lines[0] and len(lines) == 17
+    assert "resnet200" in lines[1] and "64.67" in lines[1] and "15.01" in lines[1]
+    assert "convnext_b" in lines[16] and "88.59" in lines[16] and "15.35" in lines[16]
+    assert runner.main(["--list", "--roadmap", "nope"]) == 2
+    assert "unknown roadmap" in capsys.readouterr().err
