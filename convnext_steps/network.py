@@ -29,7 +29,8 @@ class NetSpec:
     """Architecture of one roadmap step. Defaults are torchvision's ResNet-50.
 
     stage_depths: blocks per stage.
-    stem: "resnet" = 7x7/2 conv, norm, act, 3x3/2 max-pool; "patchify" = one 4x4/4 conv.
+    stem: "resnet" = 7x7/2 conv, norm, act, 3x3/2 max-pool; "patchify" = one conv of kernel
+        and stride patch_size (4; 2 or 1 suit small images). Either works with any block.
     base_width: channels of stage 1's narrow part; stage i has base_width * 2**i.
     block: the order and widths of the block's three convs, C = stage width:
         "bottleneck" 1x1 4C->C, kxk C, 1x1 C->4C (ResNet; block output 4C),
@@ -47,10 +48,13 @@ class NetSpec:
     layer_scale_init: initial value of a learnable per-channel scale of the residual branch
         (None = no layer scale).
     drop_path_rate: stochastic depth of the last block; it rises linearly from 0 at the first.
+    grn: ConvNeXt V2's Global Response Normalization (Woo et al. 2023) on the 4C channels
+        after the expanding 1x1 conv and its activation; inverted and dw_first blocks only.
     """
 
     stage_depths: tuple[int, int, int, int] = (3, 4, 6, 3)
     stem: StemKind = "resnet"
+    patch_size: int = 4
     base_width: int = 64
     block: BlockKind = "bottleneck"
     depthwise: bool = False
@@ -62,6 +66,7 @@ class NetSpec:
     separate_downsampling: bool = False
     layer_scale_init: float | None = None
     drop_path_rate: float = 0.0
+    grn: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -77,6 +82,11 @@ class NetSpec:
             raise ValueError(f"NetSpec.kernel_size={self.kernel_size}; need an odd positive int")
         if self.base_width < 1 or not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError("NetSpec.base_width must be >= 1 and drop_path_rate in [0, 1)")
+        if self.patch_size < 1:
+            raise ValueError(f"NetSpec.patch_size={self.patch_size}; need a positive int")
+        if self.grn and self.block == "bottleneck":
+            raise ValueError("NetSpec.grn needs block 'inverted' or 'dw_first' (a 1x1 conv expanding to 4C "
+                             "followed by another)")
 
     def diff(self, other: NetSpec) -> set[str]:
         """Names of the fields whose values differ between two specs."""
@@ -207,17 +217,18 @@ class DepthwiseConv(SameConv):
 
 
 def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
-         followed_by_norm: bool = False) -> nn.Conv2d:
-    """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
+         followed_by_norm: bool = False, patch: bool = False) -> nn.Conv2d:
+    """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not).
+    Odd kernels are padded to keep the map ("same"), except a `patch` conv."""
     bias = not (followed_by_norm and spec.norm == "batch")
-    padding = kernel // 2 if kernel % 2 else 0
+    same = kernel % 2 == 1 and not patch
     if groups > 1:
         kind: type[nn.Conv2d] = DepthwiseConv
     elif kernel == 1:
         kind = PointwiseConv
     else:
-        kind = SameConv if kernel % 2 == 1 else nn.Conv2d
-    return kind(c_in, c_out, kernel, stride, padding=padding, groups=groups, bias=bias)
+        kind = SameConv if same else nn.Conv2d
+    return kind(c_in, c_out, kernel, stride, padding=kernel // 2 if same else 0, groups=groups, bias=bias)
 
 
 class LayerScale(nn.Module):
@@ -231,9 +242,25 @@ class LayerScale(nn.Module):
         return self.gamma * x
 
 
+class GRN(nn.Module):
+    """Global Response Normalization (ConvNeXt V2): x + gamma * x * N(x) + beta, where
+    N(x) = G(x) / (mean over channels of G(x) + 1e-6) and G(x) is each channel's L2 norm over
+    the map. gamma and beta start at zero, so it starts as the identity."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.linalg.vector_norm(x, dim=(2, 3), keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + 1e-6)
+        return self.gamma * (x * n) + self.beta + x
+
+
 class Block(nn.Module):
     """A residual block: three convs laid out as `spec.block`, with norms and activations
-    where the spec keeps them, an optional projection shortcut, layer scale and drop path."""
+    where the spec keeps them, [GRN,] an optional projection shortcut, layer scale and drop path."""
 
     def __init__(self, spec: NetSpec, c_in: int, width: int, stride: int, drop_path: float) -> None:
         super().__init__()
@@ -249,7 +276,7 @@ class Block(nn.Module):
         else:  # dw_first
             plan = [(c_in, c_in, k, stride), (c_in, 4 * width, 1, 1), (4 * width, c_out, 1, 1)]
             spatial = 0
-        first_pointwise = 1 if spatial == 0 else 0
+        first_pointwise = 1 if spatial == 0 else 0  # expands to 4C in inverted and dw_first
 
         layers: list[nn.Module] = []
         for i, (a, b, kernel, s) in enumerate(plan):
@@ -264,6 +291,8 @@ class Block(nn.Module):
             if (spec.block_activations == "every_conv" and not last) or (
                     spec.block_activations == "one" and i == first_pointwise):
                 layers.append(make_activation(spec.activation))
+            if spec.grn and i == first_pointwise:
+                layers.append(GRN(b))
         self.branch = nn.Sequential(*layers)
         self.layer_scale = LayerScale(c_out, spec.layer_scale_init) if spec.layer_scale_init else nn.Identity()
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
@@ -297,7 +326,8 @@ class RoadmapNet(nn.Module):
                                       make_norm(spec.norm, w), make_activation(spec.activation),
                                       nn.MaxPool2d(3, 2, 1))
         else:
-            layers = [conv(spec, in_chans, w, 4, 4, followed_by_norm=spec.separate_downsampling)]
+            p = spec.patch_size
+            layers = [conv(spec, in_chans, w, p, p, followed_by_norm=spec.separate_downsampling, patch=True)]
             if spec.separate_downsampling:
                 layers.append(make_norm(spec.norm, w))
             self.stem = nn.Sequential(*layers)

@@ -1,4 +1,5 @@
-"""The ResNet-200 roadmap (Table 11) and `--list`."""
+"""The ResNet-200 roadmap (Table 11), the NetSpec knobs beyond the roadmap (patch size,
+GRN) and `--list`."""
 
 import csv
 from pathlib import Path
@@ -9,8 +10,10 @@ import torchvision
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import runner
-from convnext_steps import NetSpec, build_model, get_step, list_steps, load_torchvision_weights
+from convnext_steps import (NetSpec, StepError, build_model, derive_step, get_step, list_steps,
+                            load_torchvision_weights)
 from convnext_steps.complexity import count_macs, count_params
+from convnext_steps.network import GRN
 from test_architectures import _randomise
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
@@ -108,3 +111,79 @@ def test_list_prints_the_resnet200_roadmap_with_computed_and_paper_gmacs(capsys)
     assert "convnext_b" in lines[16] and "88.59" in lines[16] and "15.35" in lines[16]
     assert runner.main(["--list", "--roadmap", "nope"]) == 2
     assert "unknown roadmap" in capsys.readouterr().err
+
+
+# --- NetSpec knobs beyond the roadmap --------------------------------------------------------
+
+def test_the_knobs_change_no_step_of_the_resnet50_roadmap():
+    assert [count_params(meta_model(s.slug)) for s in R50] == R50_PARAMS
+    defaults = NetSpec()
+    assert (defaults.patch_size, defaults.grn) == (4, False)
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.0, True, "4"])
+def test_patch_size_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="patch_size"):
+        NetSpec(patch_size=bad)
+
+
+@pytest.mark.parametrize("patch", [1, 2, 3, 4])
+def test_patch_size_is_the_stems_kernel_and_stride(patch):
+    step = get_step("convnext_t")
+    if patch != 4:
+        step = derive_step(step, f"convnext_t_p{patch}", {"patch_size": patch})
+    model = build_model(step, num_classes=10, in_chans=1, width_mult=0.25)
+    stem = model.stem[0]
+    assert stem.kernel_size == (patch, patch) and stem.stride == (patch, patch) and stem.padding == (0, 0)
+    assert model.stem(torch.randn(2, 1, 36, 36)).shape[-1] == 36 // patch
+    out = model(torch.randn(2, 1, 32, 32))
+    out.logsumexp(1).mean().backward()
+    assert out.shape == (2, 10) and all(p.grad is not None for p in model.parameters())
+
+
+def test_a_resnet_stem_on_convnext_t():
+    step = derive_step(get_step("convnext_t"), "convnext_t_resnet_stem", {"stem": "resnet"})
+    model = build_model(step, num_classes=10, in_chans=1, width_mult=0.25, drop_path_rate=0.1)
+    out = model(torch.randn(2, 1, 32, 32))
+    out.logsumexp(1).mean().backward()
+    assert out.shape == (2, 10) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    # At 224: ConvNeXt-T's multiply-adds with the 4x4/4 conv (56x56 map) swapped for a 7x7/2 conv
+    # (112x112 map); the max-pool brings stage 1 to the same 56x56.
+    patchify, resnet = 56 * 56 * 96 * 3 * 4 * 4, 112 * 112 * 96 * 3 * 7 * 7
+    expected = count_macs(meta_model("convnext_t")) - patchify + resnet
+    assert count_macs(meta_model(step)) == expected  # 4.62 G
+
+
+def test_grn_is_convnext_v2s_formula_and_the_identity_at_init():
+    torch.manual_seed(0)
+    grn, x = GRN(8), torch.randn(2, 8, 5, 5)
+    assert torch.equal(grn(x), x)
+    with torch.no_grad():
+        grn.gamma.normal_(), grn.beta.normal_()
+    nhwc = x.permute(0, 2, 3, 1)  # ConvNeXt V2's own code, channels last
+    gx = torch.norm(nhwc, p=2, dim=(1, 2), keepdim=True)
+    nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+    gamma, beta = grn.gamma.reshape(1, 1, 1, 8), grn.beta.reshape(1, 1, 1, 8)
+    expected = (gamma * (nhwc * nx) + beta + nhwc).permute(0, 3, 1, 2)
+    torch.testing.assert_close(grn(x), expected)
+
+
+def test_grn_in_the_block_after_the_expanding_conv_and_its_activation():
+    step = derive_step(get_step("convnext_t"), "convnext_v2_t", {"grn": True})
+    ours, plain = build_model(step), build_model("convnext_t")
+    widths = [(96, 3), (192, 3), (384, 9), (768, 3)]
+    assert count_params(ours) - count_params(plain) == sum(2 * 4 * c * d for c, d in widths) == 52_992
+    block = ours.stages[0][0].branch
+    assert [type(m).__name__ for m in block] == ["DepthwiseConv", "LayerNorm2d", "PointwiseConv", "GELU", "GRN",
+                                               "PointwiseConv"]
+    _randomise(plain)
+    grn = {p for m in ours.modules() if isinstance(m, GRN) for p in m.parameters()}
+    with torch.no_grad():  # every other parameter copied, in order; GRN keeps its zero init
+        for mine, theirs in zip([p for p in ours.parameters() if p not in grn], plain.parameters(), strict=True):
+            mine.copy_(theirs)
+    ours.eval(), plain.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), plain(x), rtol=0, atol=0)
+    with pytest.raises(StepError, match="grn"):
+        derive_step(get_step("stage_ratio"), "bottleneck_grn", {"grn": True})
