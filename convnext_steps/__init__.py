@@ -20,13 +20,14 @@ from dataclasses import replace
 from torch import nn
 
 from .network import LayerNorm2d, NetSpec, RoadmapNet
+from .readings import READINGS, apply_readings
 from .roadmap import RESNET200_STEPS, STEPS
 from .step import Step, StepError, derive_step
 from .torchvision_weights import load_torchvision_weights
 
 __all__ = ["NetSpec", "RoadmapNet", "LayerNorm2d", "Step", "StepError", "list_steps", "list_roadmaps",
            "get_step", "resolve_steps", "derive_step", "register_step", "builtin_slugs", "build_model",
-           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP"]
+           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP", "READINGS", "apply_readings"]
 
 DEFAULT_ROADMAP = "resnet50"
 ROADMAPS: dict[str, list[Step]] = {"resnet50": STEPS, "resnet200": RESNET200_STEPS}

@@ -21,6 +21,8 @@ BlockKind = Literal["bottleneck", "inverted", "dw_first"]
 Placement = Literal["every_conv", "one"]
 NormKind = Literal["batch", "layer"]
 ActivationKind = Literal["relu", "gelu"]
+InitKind = Literal["trunc_normal", "pytorch_default"]
+ConvBiasKind = Literal["unless_batchnorm", "authors"]
 LAYER_SCALE_INIT = 1e-6  # Table 5's layer scale init, as in the released ConvNeXt
 
 
@@ -50,6 +52,11 @@ class NetSpec:
     drop_path_rate: stochastic depth of the last block; it rises linearly from 0 at the first.
     grn: ConvNeXt V2's Global Response Normalization (Woo et al. 2023) on the 4C channels
         after the expanding 1x1 conv and its activation; inverted and dw_first blocks only.
+    init: "trunc_normal" = every conv and linear weight trunc. normal std 0.02, biases zero
+        (Table 5); "pytorch_default" = PyTorch's own init (kaiming-uniform, uniform biases).
+    conv_bias: "unless_batchnorm" = a conv has a bias unless a BatchNorm follows it;
+        "authors" = also none on the block's 1x1 convs and the shortcut projections while
+        downsampling is ResNet's (steps before separate_downsampling), as the authors' code.
     """
 
     stage_depths: tuple[int, int, int, int] = (3, 4, 6, 3)
@@ -67,6 +74,8 @@ class NetSpec:
     layer_scale_init: float | None = None
     drop_path_rate: float = 0.0
     grn: bool = False
+    init: InitKind = "trunc_normal"
+    conv_bias: ConvBiasKind = "unless_batchnorm"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -217,10 +226,10 @@ class DepthwiseConv(SameConv):
 
 
 def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
-         followed_by_norm: bool = False, patch: bool = False) -> nn.Conv2d:
-    """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not).
-    Odd kernels are padded to keep the map ("same"), except a `patch` conv."""
-    bias = not (followed_by_norm and spec.norm == "batch")
+         followed_by_norm: bool = False, bias: bool = True, patch: bool = False) -> nn.Conv2d:
+    """A conv with a bias unless `bias` is False or a BatchNorm follows it (BN cancels a bias;
+    LN does not). Odd kernels are padded to keep the map ("same"), except a `patch` conv."""
+    bias = bias and not (followed_by_norm and spec.norm == "batch")
     same = kernel % 2 == 1 and not patch
     if groups > 1:
         kind: type[nn.Conv2d] = DepthwiseConv
@@ -229,6 +238,12 @@ def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, gro
     else:
         kind = SameConv if same else nn.Conv2d
     return kind(c_in, c_out, kernel, stride, padding=kernel // 2 if same else 0, groups=groups, bias=bias)
+
+
+def resnet_style_bias_free(spec: NetSpec) -> bool:
+    """conv_bias="authors": the block's 1x1 convs and the shortcut projections have no bias
+    while the network downsamples as ResNet does."""
+    return spec.conv_bias == "authors" and not spec.separate_downsampling
 
 
 class LayerScale(nn.Module):
@@ -277,6 +292,7 @@ class Block(nn.Module):
             plan = [(c_in, c_in, k, stride), (c_in, 4 * width, 1, 1), (4 * width, c_out, 1, 1)]
             spatial = 0
         first_pointwise = 1 if spatial == 0 else 0  # expands to 4C in inverted and dw_first
+        bias_free = resnet_style_bias_free(spec)
 
         layers: list[nn.Module] = []
         for i, (a, b, kernel, s) in enumerate(plan):
@@ -284,7 +300,8 @@ class Block(nn.Module):
             if groups > 1 and a != b:
                 raise ValueError(f"a depthwise conv cannot map {a} to {b} channels")
             has_norm = spec.block_norms == "every_conv" or i == spatial
-            layers.append(conv(spec, a, b, kernel, s, groups, followed_by_norm=has_norm))
+            layers.append(conv(spec, a, b, kernel, s, groups, followed_by_norm=has_norm,
+                               bias=not (bias_free and kernel == 1)))
             if has_norm:
                 layers.append(make_norm(spec.norm, b))
             last = i == len(plan) - 1
@@ -298,8 +315,8 @@ class Block(nn.Module):
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(conv(spec, c_in, c_out, 1, stride, followed_by_norm=True),
-                                          make_norm(spec.norm, c_out))
+            self.shortcut = nn.Sequential(conv(spec, c_in, c_out, 1, stride, followed_by_norm=True,
+                                               bias=not bias_free), make_norm(spec.norm, c_out))
         self.post_activation = (make_activation(spec.activation)
                                 if spec.block_activations == "every_conv" else nn.Identity())
         self.out_channels = c_out
@@ -356,7 +373,8 @@ class RoadmapNet(nn.Module):
         self.head_norm = nn.LayerNorm(channels, eps=1e-6) if spec.separate_downsampling else nn.Identity()
         self.fc = nn.Linear(channels, num_classes)
         self.num_features = channels
-        self.apply(_init_weights)
+        if spec.init == "trunc_normal":
+            self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -379,8 +397,8 @@ def use_plain_convs(model: nn.Module) -> nn.Module:
 
 
 def _init_weights(module: nn.Module) -> None:
-    """One initialisation for every step (the released ConvNeXt's), so that init is never a
-    hidden difference between two steps. Norms keep PyTorch's 1/0 defaults."""
+    """init="trunc_normal": one initialisation for every step (the released ConvNeXt's), so
+    that init is never a hidden difference between two steps. Norms keep PyTorch's 1/0."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

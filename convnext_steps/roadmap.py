@@ -5,6 +5,12 @@ paper's numbers for it (ImageNet-1K top-1 mean and std over 3 seeds, GFLOPs = GM
 Table 10 for ResNet-50 -> ConvNeXt-T, Table 11 for ResNet-200 -> ConvNeXt-B, which gives no
 std). The kernel sizes 5/7/9/11 are a sweep, all branching from "move up d. conv" (kernel
 3); the chain continues from kernel 7.
+
+Readings of what the paper leaves open (`readings.py`); why each default, one line each:
+- init "trunc_normal": Table 5 (trunc. normal, std 0.02) at every step, so init never differs between steps.
+- conv_bias "unless_batchnorm": BN cancels a bias, nothing else does; "authors" follows the authors' code.
+- layer_scale "last_step": step 15 stays the released ConvNeXt-T; "every_step" is Appendix A.1 + Table 5's reading.
+The authors' published training flags set none of these.
 """
 
 from __future__ import annotations

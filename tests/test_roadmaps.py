@@ -1,7 +1,9 @@
-"""The ResNet-200 roadmap (Table 11), the NetSpec knobs beyond the roadmap (patch size,
-GRN) and `--list`."""
+"""The ResNet-200 roadmap (Table 11), the NetSpec knobs beyond the roadmap (patch size, GRN,
+init, conv bias), the readings and `--list`."""
 
 import csv
+import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,10 @@ import torchvision
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import runner
-from convnext_steps import (NetSpec, StepError, build_model, derive_step, get_step, list_steps,
-                            load_torchvision_weights)
+from convnext_steps import (READINGS, NetSpec, StepError, apply_readings, build_model, derive_step, get_step,
+                            list_steps, load_torchvision_weights)
 from convnext_steps.complexity import count_macs, count_params
-from convnext_steps.network import GRN
+from convnext_steps.network import GRN, LAYER_SCALE_INIT, RoadmapNet
 from test_architectures import _randomise
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
@@ -118,7 +120,8 @@ def test_list_prints_the_resnet200_roadmap_with_computed_and_paper_gmacs(capsys)
 def test_the_knobs_change_no_step_of_the_resnet50_roadmap():
     assert [count_params(meta_model(s.slug)) for s in R50] == R50_PARAMS
     defaults = NetSpec()
-    assert (defaults.patch_size, defaults.grn) == (4, False)
+    assert (defaults.patch_size, defaults.grn, defaults.init, defaults.conv_bias) == (
+        4, False, "trunc_normal", "unless_batchnorm")
 
 
 @pytest.mark.parametrize("bad", [0, -4, 2.0, True, "4"])
@@ -187,3 +190,65 @@ def test_grn_in_the_block_after_the_expanding_conv_and_its_activation():
         torch.testing.assert_close(ours(x), plain(x), rtol=0, atol=0)
     with pytest.raises(StepError, match="grn"):
         derive_step(get_step("stage_ratio"), "bottleneck_grn", {"grn": True})
+
+
+def test_init_trunc_normal_or_pytorchs_default():
+    ours = build_model("convnext_t")
+    theirs = RoadmapNet(replace(get_step("convnext_t").spec, init="pytorch_default"))
+    pointwise = [m for m in ours.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert all(m.bias.abs().max() == 0 for m in pointwise)
+    assert pointwise[0].weight.std().item() == pytest.approx(0.02, rel=0.05)
+    default = [m for m in theirs.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)][0]
+    bound = default.weight[0].numel() ** -0.5  # kaiming-uniform(a=sqrt(5)) and its uniform bias
+    assert default.weight.abs().max() <= bound and default.weight.std().item() == pytest.approx(bound / 3**0.5,
+                                                                                               rel=0.05)
+    assert default.bias.abs().max() > 0
+    assert count_params(ours) == count_params(theirs)
+
+
+def test_conv_bias_authors_drops_the_1x1_and_shortcut_biases_before_separate_downsampling():
+    deltas = [count_params(meta_model(s)) - count_params(meta_model(apply_readings(s, {"conv_bias": "authors"})))
+              for s in R50]
+    assert deltas == [0] * 13 + [33_120, 33_120 + 1_344, 0]
+    stage = [(3, 128), (3, 256), (27, 512), (3, 1024)]  # ResNet-200's: same rule, its widths
+    r200 = [count_params(meta_model(s)) - count_params(meta_model(apply_readings(s, {"conv_bias": "authors"})))
+            for s in R200]
+    pointwise, shortcut = sum(5 * c * d for d, c in stage), sum(c for _, c in stage[1:])
+    assert r200 == [0] * 13 + [pointwise, pointwise + shortcut, 0] and pointwise == 90_240
+
+
+# --- readings --------------------------------------------------------------------------------
+
+def test_readings_registry_lists_the_default_first():
+    assert READINGS == {"init": ("trunc_normal", "pytorch_default"),
+                        "conv_bias": ("unless_batchnorm", "authors"),
+                        "layer_scale": ("last_step", "every_step")}
+    step = get_step("convnext_t")
+    assert apply_readings(step, {name: values[0] for name, values in READINGS.items()}) == step
+    for bad in ({"nope": "x"}, {"init": "xavier"}):
+        with pytest.raises(StepError) as error:
+            apply_readings(step, bad)
+        assert ("trunc_normal, pytorch_default" in str(error.value)) == ("init" in bad)
+        assert ("init, conv_bias, layer_scale" in str(error.value)) == ("nope" in bad)
+
+
+@pytest.mark.parametrize("values", list(itertools.product(*READINGS.values())), ids="-".join)
+def test_under_every_reading_each_step_is_its_parent_plus_its_change(values):
+    readings = dict(zip(READINGS, values))
+    for step in R50 + R200:
+        read = apply_readings(step, readings)
+        assert read.spec.init == readings["init"] and read.spec.conv_bias == readings["conv_bias"]
+        if readings["layer_scale"] == "every_step":
+            assert read.spec.layer_scale_init == LAYER_SCALE_INIT
+        if step.parent:
+            parent = apply_readings(get_step(step.parent), readings)
+            assert read.spec.diff(parent.spec) == set(read.changed_fields) != set()
+
+
+def test_layer_scale_every_step():
+    read = apply_readings(get_step("convnext_t"), {"layer_scale": "every_step"})
+    assert read.changed_fields == {"separate_downsampling"}
+    mine = derive_step(get_step("layer_norm"), "ls_01", {"layer_scale_init": 0.1})
+    assert apply_readings(mine, {"layer_scale": "every_step"}).spec.layer_scale_init == 0.1, "its own value"
+    model = build_model(apply_readings(get_step("resnet50"), {"layer_scale": "every_step"}))
+    assert count_params(model) == R50_PARAMS[0] + sum(4 * 64 * 2**i * d for i, d in enumerate((3, 4, 6, 3)))
