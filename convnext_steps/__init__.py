@@ -23,15 +23,17 @@ from .network import LayerNorm2d, NetSpec, RoadmapNet
 from .readings import READINGS, apply_readings
 from .roadmap import RESNET200_STEPS, STEPS
 from .step import Step, StepError, derive_step
+from .swin import SWIN_B, SWIN_T, SwinSpec
 from .torchvision_weights import load_torchvision_weights
 
 __all__ = ["NetSpec", "RoadmapNet", "LayerNorm2d", "Step", "StepError", "list_steps", "list_roadmaps",
            "get_step", "resolve_steps", "derive_step", "register_step", "builtin_slugs", "build_model",
-           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP", "READINGS", "apply_readings"]
+           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP", "READINGS", "apply_readings",
+           "SwinSpec"]
 
 DEFAULT_ROADMAP = "resnet50"
 ROADMAPS: dict[str, list[Step]] = {"resnet50": STEPS, "resnet200": RESNET200_STEPS}
-REFERENCES: dict[str, Step] = {}  # models drawn beside a roadmap, not steps of it
+REFERENCES: dict[str, Step] = {s.slug: s for s in (SWIN_T, SWIN_B)}  # beside a roadmap, not steps of it
 _REGISTERED: dict[str, Step] = {}  # steps a user registered from Python
 
 

@@ -1,5 +1,5 @@
 """The ResNet-200 roadmap (Table 11), the NetSpec knobs beyond the roadmap (patch size, GRN,
-init, conv bias), the readings and `--list`."""
+init, conv bias), the readings, the Swin reference models and `--list`."""
 
 import csv
 import itertools
@@ -12,8 +12,8 @@ import torchvision
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import runner
-from convnext_steps import (READINGS, NetSpec, StepError, apply_readings, build_model, derive_step, get_step,
-                            list_steps, load_torchvision_weights)
+from convnext_steps import (READINGS, REFERENCES, NetSpec, StepError, apply_readings, build_model, derive_step,
+                            get_step, list_steps, load_torchvision_weights)
 from convnext_steps.complexity import count_macs, count_params
 from convnext_steps.network import GRN, LAYER_SCALE_INIT, RoadmapNet
 from test_architectures import _randomise
@@ -99,7 +99,8 @@ def test_convnext_b_is_torchvisions_convnext_base():
 
 
 # Every ResNet-50 step (every kind of layer) and both ends of the ResNet-200 roadmap (big ones).
-@pytest.mark.parametrize("slug", [s.slug for s in R50] + ["resnet200", "r200_stage_ratio", "convnext_b"])
+@pytest.mark.parametrize("slug", [s.slug for s in R50] + ["resnet200", "r200_stage_ratio", "convnext_b"]
+                         + list(REFERENCES))
 def test_a_meta_build_counts_as_a_cpu_build(slug):
     cpu, meta = build_model(slug), meta_model(slug)
     assert (count_params(meta), count_macs(meta)) == (count_params(cpu), count_macs(cpu))
@@ -243,6 +244,8 @@ def test_under_every_reading_each_step_is_its_parent_plus_its_change(values):
         if step.parent:
             parent = apply_readings(get_step(step.parent), readings)
             assert read.spec.diff(parent.spec) == set(read.changed_fields) != set()
+    for reference in REFERENCES.values():
+        assert apply_readings(reference, readings) is reference
 
 
 def test_layer_scale_every_step():
@@ -252,3 +255,45 @@ def test_layer_scale_every_step():
     assert apply_readings(mine, {"layer_scale": "every_step"}).spec.layer_scale_init == 0.1, "its own value"
     model = build_model(apply_readings(get_step("resnet50"), {"layer_scale": "every_step"}))
     assert count_params(model) == R50_PARAMS[0] + sum(4 * 64 * 2**i * d for i, d in enumerate((3, 4, 6, 3)))
+
+
+# --- Swin reference models -------------------------------------------------------------------
+
+@pytest.mark.parametrize("slug,factory,params,roadmap,top1,gflops", [
+    ("swin_t", torchvision.models.swin_t, 28_288_354, "resnet50", 81.3, 4.5),
+    ("swin_b", torchvision.models.swin_b, 87_768_224, "resnet200", 83.5, 15.4),
+])
+def test_swin_is_torchvisions(slug, factory, params, roadmap, top1, gflops):
+    step = REFERENCES[slug]
+    assert (step.reference, step.parent, step.roadmap, step.paper_top1, step.paper_gmacs) == (
+        True, None, roadmap, top1, gflops)
+    theirs, ours = factory(), build_model(slug)
+    assert count_params(theirs) == count_params(ours) == params
+    _randomise(theirs)
+    ours.load_state_dict(theirs.state_dict())
+    theirs.eval(), ours.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert expected.abs().max() > 1.0 and torch.equal(expected, got)
+    # torch's flop counter counts the convs and matmuls (attention included), halved: 4.49 and 15.43 G
+    assert abs(count_macs(meta_model(slug)) / 1e9 - gflops) <= 0.05
+
+
+@pytest.mark.parametrize("slug", ["swin_t", "swin_b"])
+@pytest.mark.parametrize("width_mult", [0.125, 0.25, 0.5, 0.75])
+def test_swin_scales_embed_dim_to_a_multiple_of_the_heads(slug, width_mult):
+    spec = REFERENCES[slug].spec
+    dim = spec.scaled_embed_dim(width_mult)
+    assert dim % spec.num_heads[0] == 0 and abs(dim - spec.embed_dim * width_mult) <= spec.num_heads[0] / 2 + 1e-9
+    model = meta_model(slug, num_classes=10, width_mult=width_mult)
+    assert model.features[0][0].out_channels == dim and model.head.in_features == 8 * dim
+
+
+def test_swin_small_image_one_channel_forward_and_backward():
+    model = build_model("swin_t", num_classes=10, in_chans=1, width_mult=0.25, drop_path_rate=0.1)
+    assert model.features[0][0].in_channels == 1 and model.features[0][0].out_channels == 24
+    out = model(torch.randn(2, 1, 32, 32))
+    out.logsumexp(1).mean().backward()
+    assert out.shape == (2, 10) and all(p.grad is not None and torch.isfinite(p.grad).all()
+                                        for p in model.parameters() if p.requires_grad)
