@@ -2,6 +2,7 @@
 """Train the steps of the ResNet-50 -> ConvNeXt-T roadmap, record results, draw the figure.
 
   python runner.py --list                      the 16 steps, their cost and the paper's numbers
+  python runner.py --list --roadmap resnet200  the same for ResNet-200 -> ConvNeXt-B
   python runner.py --steps all                 the default study (preset "cpu": Fashion-MNIST)
   python runner.py --steps 0-5,kernel_7 --preset smoke --seeds 2
   python runner.py --config my_study.yaml --dry-run
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="?", choices=["train", "plot"], default="train",
                         help="train (default) or plot: regenerate tables and figures from results/")
     parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
+    parser.add_argument("--roadmap", default=None, help="with --list: the roadmap to print (resnet50, the "
+                                                        "default, or resnet200)")
     parser.add_argument("--steps", help="all | slugs, indices and ranges, e.g. 0-5,kernel_7,15 "
                                         "(default: the study's own)")
     parser.add_argument("--preset", default=None, help=f"a preset in ablations/ (default: {DEFAULT_PRESET})")
@@ -87,12 +90,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     raise SystemExit(f"error: --shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
 
 
-def print_listing() -> None:
+def print_listing(roadmap: str | None = None) -> None:
     import pandas as pd
 
+    from convnext_steps import DEFAULT_ROADMAP
     from roadmap.listing import roadmap_table
     with pd.option_context("display.width", 250):
-        print(roadmap_table().drop(columns="change").to_string(index=False))
+        print(roadmap_table(roadmap or DEFAULT_ROADMAP).drop(columns="change").to_string(index=False))
 
 
 def plot_command(args: argparse.Namespace) -> int:
@@ -155,7 +159,11 @@ def train_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list:
-        print_listing()
+        try:
+            print_listing(args.roadmap)
+        except KeyError as error:
+            print(f"error: {error.args[0]}", file=sys.stderr)
+            return 2
         return 0
     from roadmap.config import ConfigError
     from roadmap.data import DataError
