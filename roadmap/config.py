@@ -107,6 +107,10 @@ class StudyConfig:
     # Steps of the study's own: each a mapping with slug, parent, change (NetSpec fields), and
     # optionally label, train (this step's recipe), sweep, phase (roadmap/definitions.py).
     define: list[dict[str, Any]] = field(default_factory=list)
+    # The paper's ambiguities, each read one way for every step (convnext_steps.READINGS):
+    # layer_scale: last_step | every_step; init: trunc_normal | pytorch_default;
+    # conv_bias: unless_batchnorm | authors. Unset: the default, the first of each.
+    readings: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def check(self) -> None:

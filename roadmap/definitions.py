@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from convnext_steps import Step, StepError, builtin_slugs, derive_step, get_step, list_roadmaps, resolve_steps
+from convnext_steps import (Step, StepError, apply_readings, builtin_slugs, derive_step, get_step, list_roadmaps,
+                            resolve_steps)
 
 from .config import ConfigError, TrainConfig
 
@@ -100,8 +101,8 @@ def defined_steps(study: StudyConfig) -> dict[str, Step]:
 
 
 def study_steps(study: StudyConfig) -> list[Step]:
-    """The steps a study trains, in its order. `all` is the roadmap's steps, followed by the
-    steps the study defines."""
+    """The steps a study trains, in its order, under the study's readings. `all` is the
+    roadmap's steps, followed by the steps the study defines."""
     if study.roadmap not in list_roadmaps():
         raise ConfigError(f"roadmap: {study.roadmap!r} is unknown; allowed: {', '.join(list_roadmaps())}")
     defined = defined_steps(study)
@@ -115,4 +116,7 @@ def study_steps(study: StudyConfig) -> list[Step]:
         raise ConfigError(f"steps: {error.args[0]}") from None
     if isinstance(selection, str) and selection.strip().lower() == "all":
         steps += [s for s in defined.values() if s.slug not in {t.slug for t in steps}]
-    return steps
+    try:
+        return [apply_readings(step, study.readings) for step in steps]
+    except StepError as error:
+        raise ConfigError(f"readings: {error}") from None

@@ -120,7 +120,8 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
             text = {"failed": short_failure(records, r.step), "missing": "not run"}.get(r.status, "no top-1")
             measured.annotate(text, (x0, y), xytext=(4, 0), textcoords="offset points", ha="left", va="center",
                               fontsize=9, style="italic", color=STATUS_COLORS.get(r.status, "#8a8a8a"))
-        _draw_delta(delta, y, r, color, parent_in_study=r.parent in set(rows["step"]))
+        _draw_delta(delta, y, r, color, parent_in_study=r.parent in set(rows["step"]),
+                    parent_label=dict(zip(rows["step"], rows["label"])).get(r.parent, ""))
 
     measured.set_yticks(ys, labels)
     for tick, r in zip(measured.get_yticklabels(), rows.itertuples(index=False)):
@@ -158,7 +159,7 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
     return fig
 
 
-def _draw_delta(ax, y: float, r, color: str, parent_in_study: bool) -> None:
+def _draw_delta(ax, y: float, r, color: str, parent_in_study: bool, parent_label: str = "") -> None:
     """One row of the delta panel: measured paired delta with its interval, paper delta."""
     if not pd.isna(r.paper_delta_vs_parent) and parent_in_study:
         ax.plot(r.paper_delta_vs_parent, y + 0.17, "D", color=PAPER_COLOR, mfc="white", ms=5.5, mew=1.3, zorder=5)
@@ -175,6 +176,9 @@ def _draw_delta(ax, y: float, r, color: str, parent_in_study: bool) -> None:
                 solid_capstyle="butt", zorder=3)
     ax.plot(r.delta_vs_parent, y - 0.1, "o", color=shade, mfc=shade if resolved else "white", ms=6.5, mew=1.6,
             zorder=4)
+    if r.reference:  # compared with the study's final step, not with a parent
+        ax.annotate(f"vs {parent_label}", (ax.get_xlim()[0], y + 0.28), xytext=(4, 0), textcoords="offset points",
+                    ha="left", va="center", fontsize=7.5, style="italic", color="#555555")
 
 
 def _text_width(fig: Figure, texts: list[str], size: float, bold: bool = False) -> float:

@@ -50,8 +50,8 @@ def t_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> 
     d = np.asarray(differences, dtype=float)
     if len(d) < 2:
         return math.nan, math.nan
-    if np.ptp(d) == 0:  # no spread: the interval is the point (scipy would return NaN)
-        return float(d[0]), float(d[0])
+    if np.allclose(d, d[0], rtol=0, atol=1e-9):  # no spread: the interval is the point
+        return float(d.mean()), float(d.mean())
     low, high = stats.ttest_1samp(d, 0.0).confidence_interval(confidence)
     return float(low), float(high)
 
@@ -63,8 +63,8 @@ def bootstrap_interval(differences: Sequence[float], confidence: float = CONFIDE
     d = np.asarray(differences, dtype=float)
     if len(d) < BOOTSTRAP_FROM_SEEDS:
         return math.nan, math.nan
-    if np.ptp(d) == 0:
-        return float(d[0]), float(d[0])
+    if np.allclose(d, d[0], rtol=0, atol=1e-9):
+        return float(d.mean()), float(d.mean())
     result = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
                              method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

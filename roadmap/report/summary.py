@@ -149,9 +149,13 @@ def summary_line(frame: pd.DataFrame) -> str:
     with_paper = resolved[resolved["paper_delta_vs_parent"].notna()]
     agree = int((np.sign(with_paper["delta_vs_parent"]) == np.sign(with_paper["paper_delta_vs_parent"])).sum())
     line = f"{len(resolved)} of {len(changes)} changes resolved (95% paired t interval excludes 0)"
+    if resolved.empty:
+        return line
     if len(with_paper) == len(resolved):
         return line + f"; {agree} of them with the paper's sign"
-    return line + f"; {agree} of the {len(with_paper)} with a paper number have the paper's sign"
+    if with_paper.empty:
+        return line + "; none of them has a paper Δ to compare"
+    return line + f"; {agree} of the {len(with_paper)} with a paper Δ have its sign"
 
 
 def runs_table(records: list[dict]) -> pd.DataFrame:
