@@ -55,7 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true",
                         help="time where each run's wall time goes (Lightning's SimpleProfiler): model "
                              "compute, data, framework; written to each record's time_split")
+    parser.add_argument("--resolve", type=float, nargs="+", default=[0.5, 1.0], metavar="POINTS",
+                        help="with --dry-run: how many seeds would resolve a delta of this many top-1 points, from "
+                             "the study's records so far (default: 0.5 1.0)")
     parser.add_argument("--retry-failed", action="store_true", help="train again runs recorded as failed")
+    parser.add_argument("--jobs", default="auto",
+                        help="runs trained at once, the CPU cores split between them (default auto: one per core "
+                             "for CPU studies of small models, else 1)")
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)  # a job's share of the cores
+    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a job: the parent reports
     return parser
 
 
@@ -117,8 +125,12 @@ def plot_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     from roadmap.config import load_study
+    import torch
+
+    from roadmap.definitions import study_steps
+    from roadmap.parallel import cpu_cores, resolve_jobs, run_jobs
     from roadmap.study import (check_trainable, execute, other_config_records, plan_runs, process_rank, training_gmacs,
-                               write_study_manifest)
+                               world_size_of, write_study_manifest)
 
     overrides = overrides_from(args)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
@@ -144,9 +156,26 @@ def train_command(args: argparse.Namespace) -> int:
             print(f"  {index:>2} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
                   f"{gmacs / 1e3:8.2f} TMACs to train")
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
+        from roadmap.records import load_records
+        from roadmap.report import seed_guidance
+        from roadmap.study import step_metadata
+        records = [r for r in load_records(args.out / study.name) if r["status"] == "done"]  # any config's
+        guidance = seed_guidance(records, [step_metadata(s) for s in study_steps(study)], args.resolve)
+        if guidance:
+            print(guidance)
         return 0
-    code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
-    if shard == (0, 1) and process_rank() == 0:  # shards: `runner.py plot` once all are done
+    todo = [r for r in runs if r.state in ("todo", "resume") or (r.state == "failed" and args.retry_failed)]
+    jobs = resolve_jobs(args.jobs, study, study_steps(study), len(todo),
+                        on_gpu=study.train.accelerator in ("gpu", "cuda") or torch.cuda.is_available(),
+                        world_size=world_size_of(study))
+    if jobs > 1:
+        print(f"{jobs} jobs at once, {max(1, cpu_cores() // jobs)} thread(s) each", flush=True)
+        code = run_jobs(args.argv, jobs)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
+    if shard == (0, 1) and process_rank() == 0 and not args.no_report:  # shards: `runner.py plot` at the end
         from roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
         table = write_tables(study_dir)
@@ -158,6 +187,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.list:
         try:
             print_listing(args.roadmap)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ class TrainConfig:
     lr_reference_batch: int = 4096
     min_lr: float = 1e-6
     weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's
+    optimizer: str = "adamw"  # adamw (the paper's) or sgd (with momentum; the classic ResNet recipe)
+    momentum: float = 0.9  # SGD's
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -92,6 +94,10 @@ class TrainConfig:
         for name in ("train_subset", "val_subset"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0 or null, got {getattr(self, name)}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"train.optimizer: {self.optimizer!r} is unknown; allowed: adamw, sgd")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
 
@@ -214,9 +220,24 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _preset_layers(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """A preset's YAML and, first, those of the presets it is layered over (its `preset:`)."""
+    if name in seen:
+        raise ConfigError(f"preset {name!r} is layered over itself: {' -> '.join((*seen, name))}")
+    data = read_yaml(preset_path(name))
+    base = data.pop("preset", None)
+    if base is None:
+        return [data]
+    if not isinstance(base, str):
+        raise ConfigError(f"{preset_path(name)}: preset must be a name, one of {', '.join(list_presets())}")
+    return _preset_layers(base, (*seen, name)) + [data]
+
+
 def load_study(preset: str, config_file: Path | None = None,
                overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, str]:
-    """The resolved study and the preset it was layered on."""
+    """The resolved study and the preset it was layered on. A YAML file (a user's, or a
+    preset that is itself a question over another, like ablations/leave_one_out.yaml) names
+    its base with `preset:`; command-line overrides come last."""
     layers: list[dict[str, Any]] = []
     if config_file is not None:
         user = read_yaml(config_file)
@@ -224,8 +245,8 @@ def load_study(preset: str, config_file: Path | None = None,
         if not isinstance(preset, str):
             raise ConfigError(f"{config_file}: preset must be a name, one of {', '.join(list_presets())}")
         layers.append(user)
-    data = read_yaml(preset_path(preset))
-    for layer in layers + [overrides or {}]:
+    data: dict[str, Any] = {}
+    for layer in _preset_layers(preset) + layers + [overrides or {}]:
         data = _merge(data, layer)
     study = from_dict(StudyConfig, data)
     study.check()
@@ -238,9 +259,31 @@ def config_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def non_default(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields that differ from their defaults. What identifies a run is what
+    differs from the defaults, so that a new knob (added with a default that changes
+    nothing) keeps every earlier record; changing a default's meaning bumps
+    records.RECORD_VERSION instead."""
+    values = asdict(instance)
+    changed = {}
+    for f in fields(instance):
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:  # no default: always part of the identity
+            changed[f.name] = values[f.name]
+            continue
+        default = asdict(default) if is_dataclass(default) else default
+        if values[f.name] != (list(default) if isinstance(default, tuple) and isinstance(values[f.name], list)
+                              else default):
+            changed[f.name] = values[f.name]
+    return changed
+
+
 def result_relevant(train: TrainConfig) -> dict[str, Any]:
-    """The training settings that change a run's numbers (not where data lives, how many
-    loader workers or how often checkpoints are written)."""
+    """The training settings that change a run's numbers and are not at their default (not
+    where data lives, how many loader workers or how often checkpoints are written)."""
     ignored = {"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
                "accelerator", "compile"}
-    return {k: v for k, v in asdict(train).items() if k not in ignored}
+    return {k: v for k, v in non_default(train).items() if k not in ignored}

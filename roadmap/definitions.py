@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from convnext_steps.step import check_buildable
 from convnext_steps import (Step, StepError, apply_readings, builtin_slugs, derive_step, get_step, list_roadmaps,
                             resolve_steps)
 
@@ -90,6 +91,7 @@ def defined_steps(study: StudyConfig) -> dict[str, Step]:
             step = derive_step(parent, slug, entry.get("change", {}), label=entry.get("label"),
                                phase=entry.get("phase", "defined"), train=entry.get("train", {}),
                                sweep=entry.get("sweep", False), description=entry.get("description"))
+            check_buildable(step.spec, slug, study.train.resolution)  # at the study's image size too
         except StepError as error:
             raise ConfigError(f"define: {error}") from None
         steps[slug] = step

@@ -20,7 +20,9 @@ from typing import Any
 REPO_DIR = Path(__file__).resolve().parents[1]
 
 
-# Bumped when a record's meaning changes: a record of another version is another run.
+# Bumped when a record's meaning changes, or a default of TrainConfig or NetSpec changes
+# what it trains (a run's hash holds only the values that differ from the defaults): a
+# record of another version is another run.
 RECORD_VERSION = 2
 # What a "done" record must hold: without these numbers it is not done.
 DONE_NUMBERS = ("top1", "top5", "val_loss")

@@ -27,7 +27,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from convnext_steps import Step, build_model
 from convnext_steps.complexity import count_macs, count_params
 
-from .config import ConfigError, StudyConfig, TrainConfig, config_hash, result_relevant, run_train_config
+from .config import (ConfigError, StudyConfig, TrainConfig, config_hash, non_default, result_relevant,
+                     run_train_config)
 from .data import make_datamodule
 from .definitions import study_steps
 from .datasets import describe, fingerprint
@@ -61,7 +62,7 @@ def run_payload(train: TrainConfig, step: Step, seed: int, world_size: int, data
     """Everything that determines a run's numbers: the step's spec, its own recipe, the seed;
     its hash identifies the run's record. `data` is the data set's fingerprint (where the
     data lives is not part of it)."""
-    return {"record_version": RECORD_VERSION, "step": step.slug, "spec": asdict(step.spec), "seed": seed,
+    return {"record_version": RECORD_VERSION, "step": step.slug, "spec": non_default(step.spec), "seed": seed,
             "train": result_relevant(train), "world_size": world_size, "data": data,
             # what `precision: auto` means on this machine: fp32 and bf16 runs are different runs
             "precision": resolve_precision(train.precision, train.accelerator)}
@@ -352,7 +353,8 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
     todo = [r for r in runs if r.state not in ("done",) and not (r.state == "failed" and not retry_failed)]
     rank_zero = process_rank() == 0
     progress_bar = sys.stderr.isatty() and rank_zero
-    say = print if rank_zero else (lambda *a, **k: None)
+    job = os.environ.get("ROADMAP_JOB")  # one of several jobs (--jobs): say which
+    say = (functools.partial(print, f"[job {job}]") if job else print) if rank_zero else (lambda *a, **k: None)
     started = time.time()
     finished_times: list[float] = []
     failures = [r for r in runs if r.state == "failed" and not retry_failed]
@@ -360,14 +362,17 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
         elapsed = time.time() - started
         eta = (f"ETA {_format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
                if finished_times else "ETA after the first run")
-        say(f"[run {i}/{len(todo)}] step {'' if run.step.index is None else f'{run.step.index} '}{run.step.slug} seed {run.seed}"
-              f"{' (resuming)' if run.state == 'resume' else ''} | elapsed {_format_seconds(elapsed)} | {eta}",
-              flush=True)
+        announce = (f"[run {i}/{len(todo)}] step {'' if run.step.index is None else f'{run.step.index} '}"
+                    f"{run.step.slug} seed {run.seed}{' (resuming)' if run.state == 'resume' else ''} | "
+                    f"elapsed {_format_seconds(elapsed)} | {eta}")
         lock = run_lock(dirs["locks"] / f"{run.name}.lock") if rank_zero else contextlib.nullcontext(True)
         with lock as acquired:
             if not acquired:
-                say(f"  skipped: another runner holds {run.name}'s lock", flush=True)
+                if not job:  # with --jobs the other jobs hold them: nothing to report
+                    say(announce, flush=True)
+                    say(f"  skipped: another runner holds {run.name}'s lock", flush=True)
                 continue
+            say(announce, flush=True)
             if run.record_path.exists() and read_record(run.record_path)["status"] == "done":
                 continue  # finished by another runner meanwhile
             run_started = time.time()

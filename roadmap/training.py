@@ -97,9 +97,11 @@ class RoadmapClassifier(pl.LightningModule):
             # No weight decay on biases, norms and layer scale (as timm / the ConvNeXt code).
             (no_decay if param.ndim <= 1 or name.endswith("gamma") else decay).append(param)
         lr = cfg.lr * cfg.batch_size * self.world_size / cfg.lr_reference_batch
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=lr, betas=tuple(cfg.betas), fused=True)  # fused: ~4x faster step
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=True)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=True)  # fused: ~4x faster
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = int(round(total * cfg.warmup_epochs / cfg.epochs))
         floor = min(cfg.min_lr / lr, 1.0)

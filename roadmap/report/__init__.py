@@ -29,11 +29,12 @@ from .roadmap_figure import draw_roadmap
 from .scatter import draw_scatter
 from .stats import paired_delta, prob_improvement, seeds_to_resolve
 from .style import STYLE, save, study_description
-from .summary import RUN_COLUMNS, SUMMARY_COLUMNS, load_records, runs_table, study_steps, summarize, summary_line
+from .summary import (RUN_COLUMNS, SUMMARY_COLUMNS, load_records, runs_table, seed_guidance, study_steps, summarize,
+                      summary_line)
 from .tables import markdown_table, write_tables
 
 __all__ = ["SUMMARY_COLUMNS", "RUN_COLUMNS", "FIGURE_NAMES", "load_records", "study_steps", "summarize",
-           "summary_line", "runs_table", "markdown_table", "write_tables", "draw_figures", "paired_delta",
+           "summary_line", "seed_guidance", "runs_table", "markdown_table", "write_tables", "draw_figures", "paired_delta",
            "prob_improvement", "seeds_to_resolve"]
 
 FIGURE_NAMES = ("roadmap.png", "roadmap.svg", "accuracy_vs_gmacs.png", "accuracy_vs_throughput.png", "curves.png")

@@ -16,7 +16,7 @@ from convnext_steps import get_step
 
 from ..records import current_records
 from ..study import step_metadata
-from .stats import paired_delta
+from .stats import paired_delta, seeds_to_resolve
 
 # The columns of results.csv, in order. A fixed list: other tools read the CSV by name.
 SUMMARY_COLUMNS: list[str] = [
@@ -156,6 +156,41 @@ def summary_line(frame: pd.DataFrame) -> str:
     if with_paper.empty:
         return line + "; none of them has a paper Δ to compare"
     return line + f"; {agree} of the {len(with_paper)} with a paper Δ have its sign"
+
+
+def paired_spreads(records: list[dict], steps: list[dict[str, Any]]) -> list[float]:
+    """The standard deviation over seeds of each change's paired difference (child - parent),
+    for every step with a parent in the study and at least two shared seeds."""
+    top1: dict[str, dict[int, float]] = {}
+    for r in records:
+        if r["status"] == "done":
+            top1.setdefault(r["step"], {})[r["seed"]] = float(r["top1"])
+    spreads = []
+    for step in steps:
+        child, parent = top1.get(step["slug"], {}), top1.get(comparison_parent(step, steps) or "", {})
+        shared = sorted(set(child) & set(parent))
+        if len(shared) >= 2 and not step.get("reference"):
+            spreads.append(float(np.std([child[k] - parent[k] for k in shared], ddof=1)))
+    return spreads
+
+
+def seed_guidance(records: list[dict], steps: list[dict[str, Any]], deltas: list[float]) -> str | None:
+    """How many seeds would resolve a delta of each given size, from the spread of the
+    study's paired differences so far, pooled over changes (the root mean square of their
+    standard deviations: unbiased for the variance, where a median of 2-seed estimates would
+    be biased low); None without any."""
+    spreads = paired_spreads(records, steps)
+    if not spreads:
+        return None
+    sd = float(np.sqrt(np.mean(np.square(spreads))))
+    needs = []
+    for delta in deltas:
+        n = seeds_to_resolve(sd, delta)
+        needs.append(f"a Δ of {delta:g} point(s) needs {n if n else 'more than 1000'} seeds")
+    seeds = max(len({r["seed"] for r in records if r["step"] == s["slug"]}) for s in steps)
+    return (f"seed guidance: the paired Δ of a change varies over seeds with a standard deviation of {sd:.2f} "
+            f"points (pooled over {len(spreads)} changes, up to {seeds} seeds each); to resolve it (95% paired t "
+            "interval excluding 0) " + ", ".join(needs))
 
 
 def runs_table(records: list[dict]) -> pd.DataFrame:
