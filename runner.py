@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", help="Lightning devices (e.g. 1, 8, auto)")
     parser.add_argument("--num-nodes", type=int, help="Lightning num_nodes")
     parser.add_argument("--strategy", help="Lightning strategy (e.g. ddp)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any study key, nested keys by dots, the value read as YAML: "
+                             "--set train.lr=2e-3 --set seeds=[0,1,2] (repeatable; applied last)")
+    parser.add_argument("--logger", action="append", metavar="NAME",
+                        help="also log to tensorboard, mlflow or wandb, offline, under results/<study>/logs/ "
+                             "(repeatable; the CSV log is always written)")
     parser.add_argument("--shard", help="i/n: run only every n-th (step, seed) run, starting at i "
                                         "(several jobs on one results directory)")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="results directory (default: results/)")
@@ -72,7 +78,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
             train[name] = getattr(args, name)
     if train:
         study["train"] = train
-    return study
+    if args.logger:
+        study["logger"] = list(args.logger)
+    from roadmap.config import merge
+    from roadmap.overrides import parse_set
+    return merge(study, parse_set(args.set))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -117,6 +127,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     overrides = overrides_from(args)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
+    from roadmap.trackers import check_installed
+    check_installed(study.logger)
     shard = parse_shard(args.shard)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -19,6 +20,7 @@ import yaml
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
 
 
 class ConfigError(ValueError):
@@ -103,12 +105,18 @@ class StudyConfig:
     steps: str = "all"  # "all", or slugs / indices / ranges: "0-5,kernel_7"
     seeds: list[int] = field(default_factory=lambda: [0])
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Where metrics go besides the CSV log the report reads (always written): any of LOGGERS.
+    # Not part of any run's config hash.
+    logger: list[str] = field(default_factory=lambda: ["csv"])
 
     def check(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ConfigError(f"name: {self.name!r} must be non-empty letters, digits, - _ .")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds: need distinct non-negative integers, got {self.seeds}")
+        for name in self.logger:
+            if name not in LOGGERS:
+                raise ConfigError(f"logger: {name!r} is unknown; allowed: {', '.join(LOGGERS)}")
         self.train.check()
 
 
@@ -155,9 +163,30 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `1e-3` and `2E5` are numbers (YAML 1.1,
+    which PyYAML follows, needs a dot, `1.0e-3`, and reads `1e-3` as a string)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python values, with YamlLoader (floats like `1e-3` included)."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as error:
@@ -188,6 +217,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+merge = _merge  # a mapping layered over another, nested mappings key by key
 
 
 def load_study(preset: str, config_file: Path | None = None,

@@ -20,7 +20,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.profilers import SimpleProfiler
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
@@ -30,6 +29,7 @@ from convnext_steps.complexity import count_macs, count_params
 from .config import StudyConfig, config_hash, result_relevant
 from .data import NUM_CLASSES, make_datamodule
 from .records import CorruptRecordError, git_state, read_record, run_lock, run_name, write_record
+from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
 from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
 
 RECORD_VERSION = 1
@@ -188,16 +188,23 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
     ]
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
-    logger = CSVLogger(dirs["logs"], name=run.name, version=run.hash[:8])
+    loggers = make_loggers(study.logger, dirs["logs"], study.name, run.name, run.hash[:8],
+                           tags={"step": run.step.slug, "seed": run.seed, "config_hash": run.hash})
+    logger = loggers[0]  # CSV: the report reads its metrics.csv
+    callbacks.append(learning_rate_monitor())
+    if not sys.stderr.isatty():  # no progress bar: one line per validation check
+        callbacks.append(ProgressLine(run.step.index, run.step.slug, run.seed, throughput))
     if SLURMEnvironment.detect():
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
         # script requeues. Lightning's own requeue would race with it.
         trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     profiler = SimpleProfiler() if profile else None
     trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator),
-                         logger=logger, profiler=profiler, callbacks=callbacks,
+                         logger=loggers, profiler=profiler, callbacks=callbacks,
                          val_check_interval=1.0 / cfg.val_checks_per_epoch,
-                         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
+                         enable_progress_bar=progress_bar, enable_model_summary=False,
+                         log_every_n_steps=log_every_n_steps(datamodule.num_train, cfg.batch_size,
+                                                             world_size_of(study)),
                          num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
     module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
@@ -209,6 +216,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
     finally:
         stopper.uninstall()
+        finish_loggers(loggers)
     if trainer.interrupted:
         raise RunInterrupted(stopper.received or "interrupted")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

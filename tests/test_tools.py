@@ -1,0 +1,163 @@
+"""The researcher's toolbox, driven as a user drives it: trackers (--logger), --set."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def record_of(study_dir: Path, name: str) -> dict:
+    return json.loads((study_dir / "runs" / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """Steps 0 and 15 of the smoke study, logged to TensorBoard and MLflow besides the CSV."""
+    out = tmp_path_factory.mktemp("tools")
+    result = run_cli("--preset", "smoke", "--steps", "0,15", "--logger", "tensorboard", "--logger", "mlflow",
+                     "--out", str(out / "r"), "--plots", str(out / "p"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return out / "r", result
+
+
+# ------------------------------------------------------------------------------ trackers
+
+def test_trackers_write_tensorboard_events_and_an_mlflow_file_store(tracked):
+    out, result = tracked
+    study_dir = out / "smoke"
+    record = record_of(study_dir, "resnet50__seed0")
+    version = record["config_hash"][:8]
+    assert (study_dir / record["log_dir"] / "metrics.csv").is_file(), "the CSV log the report reads"
+    events = list((study_dir / "logs" / "tensorboard" / "resnet50__seed0" / version).glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert {"val_top1", "val_top5", "val_loss", "train_loss_step", "lr-AdamW/pg1"} <= set(scalars), scalars
+    store = study_dir / "logs" / "mlflow"
+    experiments = [p.parent for p in store.glob("*/meta.yaml") if "name: smoke" in p.read_text()]
+    assert len(experiments) == 1
+    runs = {(run / "tags" / "mlflow.runName").read_text(): run for run in experiments[0].iterdir()
+            if (run / "tags").is_dir()}
+    run = runs[f"resnet50__seed0__{version}"]
+    assert len(runs) == 2
+    metrics = {p.relative_to(run / "metrics").as_posix() for p in (run / "metrics").rglob("*") if p.is_file()}
+    assert {"val_top1", "val_top5", "val_loss", "lr-AdamW/pg1", "lr-AdamW/pg2"} <= metrics, metrics
+    top1 = float((run / "metrics" / "val_top1").read_text().split()[1])
+    assert abs(top1 - record["top1"]) < 1e-4
+    lr = float((run / "metrics" / "lr-AdamW" / "pg1").read_text().split()[1])
+    assert 0 < lr <= 2e-3
+    assert (run / "params" / "cfg" / "width_mult").read_text() == "0.125", "hyperparameters are logged"
+    # stderr is a pipe here: one progress line per validation check instead of a progress bar
+    assert re.search(r"step 0 resnet50 seed 0 \| epoch 1\.00/1 \| top-1 \d+\.\d\d% \| \d+ img/s", result.stdout)
+
+
+def test_logger_choice_is_not_part_of_the_config_hash(tracked, tmp_path):
+    out, _ = tracked
+    plain = run_cli("--preset", "smoke", "--steps", "0,15", "--dry-run", "--out", str(out))
+    assert plain.returncode == 0 and "2 done" in plain.stdout, plain.stdout + plain.stderr
+    config = tmp_path / "study.yaml"
+    config.write_text("preset: smoke\nsteps: 0,15\nlogger: [tensorboard]\n")
+    from_yaml = run_cli("--config", str(config), "--dry-run", "--out", str(out))
+    assert from_yaml.returncode == 0 and "2 done" in from_yaml.stdout, from_yaml.stdout + from_yaml.stderr
+
+
+def test_wandb_logs_an_offline_run_under_the_study(tmp_path):
+    result = run_cli("--preset", "smoke", "--steps", "0", "--logger", "wandb", "--out", str(tmp_path / "r"),
+                     "--plots", str(tmp_path / "p"), env={"WANDB_MODE": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "r" / "smoke" / "logs" / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--logger", "tb"], ["logger", "'tb'", "csv, tensorboard, mlflow, wandb"]),
+    (["--set", "logger=[csv, nope]"], ["'nope'", "tensorboard"]),
+])
+def test_unknown_logger_is_one_line(args, words, tmp_path):
+    assert_one_line_error(run_cli("--preset", "smoke", *args, "--dry-run", "--out", str(tmp_path)), *words)
+
+
+def test_tracker_not_installed_names_the_extra(tmp_path):
+    hidden = tmp_path / "hide" / "mlflow"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'mlflow'\")\n")
+    result = run_cli("--preset", "smoke", "--steps", "0", "--logger", "mlflow", "--out", str(tmp_path / "r"),
+                     env={"PYTHONPATH": str(tmp_path / "hide")})
+    assert result.returncode == 2
+    assert_one_line_error(result, "mlflow", "pip install -e '.[mlflow]'")
+    assert not (tmp_path / "r" / "smoke" / "runs").exists(), "nothing trained"
+
+
+# ---------------------------------------------------------------------------- --set, YAML
+
+def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
+    out, _ = tracked
+    same = run_cli("--preset", "smoke", "--steps", "0,15", "--set", "train.lr=2e-3", "--dry-run", "--out", str(out))
+    assert same.returncode == 0 and "2 done" in same.stdout, same.stdout + same.stderr  # the preset's 2.0e-3
+    other = run_cli("--preset", "smoke", "--steps", "0,15", "--set", "train.lr=1e-3", "--dry-run", "--out", str(out))
+    assert other.returncode == 0 and "2 redo" in other.stdout, other.stdout + other.stderr
+    seeds = run_cli("--preset", "smoke", "--steps", "0,15", "--set", "seeds=[0,1]", "--dry-run", "--out", str(out))
+    assert "4 run(s)" in seeds.stdout and "2 done" in seeds.stdout and "2 todo" in seeds.stdout, seeds.stdout
+    config = tmp_path / "study.yaml"  # YAML 1.1 reads 1e-3 as a string; ours reads a float
+    config.write_text("preset: smoke\nsteps: 0,15\ntrain:\n  lr: 2e-3\n  min_lr: 1E-6\n")
+    from_yaml = run_cli("--config", str(config), "--dry-run", "--out", str(out))
+    assert from_yaml.returncode == 0 and "2 done" in from_yaml.stdout, from_yaml.stdout + from_yaml.stderr
+
+    from roadmap.config import load_study
+    from roadmap.overrides import parse_set
+    study, _ = load_study("smoke", config, parse_set(["train.lr=3e-4", "seeds=[2, 3]", "train.val_subset=null",
+                                                     "train.betas=[0.9, 0.95]"]))
+    assert study.train.lr == 3e-4 and study.seeds == [2, 3] and study.train.betas == [0.9, 0.95]
+    assert study.train.min_lr == 1e-6 and study.train.val_subset is None
+
+
+@pytest.mark.parametrize("item,words", [
+    ("train.lrr=1e-3", ["unknown key 'train.lrr'", "lr_reference_batch"]),
+    ("train.epochs=three", ["train.epochs", "int"]),
+    ("train.epochs=0", ["train.epochs", "> 0"]),
+    ("no_equals_sign", ["KEY=VALUE"]),
+    ("train..lr=1", ["KEY=VALUE"]),
+    ("seeds=[0,", ["not a YAML value"]),
+])
+def test_bad_set_is_one_line(item, words, tmp_path):
+    assert_one_line_error(run_cli("--preset", "smoke", "--set", item, "--dry-run", "--out", str(tmp_path)), *words)
+
+
+def test_readme_documents_every_train_key():
+    """README's table of train.* keys: every TrainConfig field, once, with its true default
+    and whether it enters the config hash."""
+    from roadmap.config import TrainConfig, parse_yaml, result_relevant
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `train\.(\w+)` \| `([^`]*)` \| (yes|no) \| (.+) \|$", readme, re.M)
+    names = [name for name, *_ in rows]
+    expected = [f.name for f in fields(TrainConfig)]
+    assert sorted(names) == sorted(expected), ("missing:", set(expected) - set(names),
+                                               "not a key:", set(names) - set(expected))
+    defaults = TrainConfig()
+    in_hash = result_relevant(TrainConfig())
+    for name, default, hashed, meaning in rows:
+        assert parse_yaml(default) == getattr(defaults, name), (name, default)
+        assert (hashed == "yes") == (name in in_hash), name
+        assert meaning.strip(), name
