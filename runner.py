@@ -6,6 +6,7 @@
   python runner.py --steps 0-5,kernel_7 --preset smoke --seeds 2
   python runner.py --config my_study.yaml --dry-run
   python runner.py plot [--study NAME]         tables and figures from results/, no training
+  python runner.py evaluate --study NAME --step X --seed K   re-evaluate a run's saved weights
 
 Records go to results/<study>/runs/, tables to results/<study>/, figures to plots/<study>/.
 Running the same command again skips finished runs and resumes interrupted ones.
@@ -25,8 +26,9 @@ DEFAULT_PRESET = "cpu"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["train", "plot"], default="train",
-                        help="train (default) or plot: regenerate tables and figures from results/")
+    parser.add_argument("command", nargs="?", choices=["train", "plot", "evaluate"], default="train",
+                        help="train (default); plot: regenerate tables and figures from results/; "
+                             "evaluate: re-evaluate a run's saved weights")
     parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
     parser.add_argument("--steps", help="all | slugs, indices and ranges, e.g. 0-5,kernel_7,15 "
                                         "(default: the study's own)")
@@ -52,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(several jobs on one results directory)")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="results directory (default: results/)")
     parser.add_argument("--plots", type=Path, default=REPO / "plots", help="figures directory (default: plots/)")
-    parser.add_argument("--study", help="with plot: the study name (default: every study in --out)")
+    parser.add_argument("--study", help="with plot: the study name (default: every study in --out); "
+                                        "with evaluate: the study of the run")
+    parser.add_argument("--step", help="with evaluate: the run's step (slug or index)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done, cost) "
                                                                "and train nothing")
     parser.add_argument("--profile", action="store_true",
@@ -121,6 +125,22 @@ def plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_command(args: argparse.Namespace) -> int:
+    from roadmap.config import ConfigError
+    from roadmap.weights import evaluate_run
+    if not args.study or args.step is None:
+        raise ConfigError("evaluate needs --study NAME --step STEP [--seed K] (the run to re-evaluate)")
+    seed = args.seed if args.seed is not None else 0
+    result = evaluate_run(args.out / args.study, args.step, seed)
+    recorded = result["record_top1"]
+    print(f"{args.study} {result['step']} seed {seed}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+          f"val loss {result['val_loss']:.4f}  ({result['val_images']} images, {result['precision']})")
+    if recorded is not None:
+        print(f"record: top-1 {recorded:.2f}%  top-5 {result['record_top5']:.2f}%  "
+              f"(difference {result['top1'] - recorded:+.2f})")
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     from roadmap.config import load_study
     from roadmap.study import execute, plan_runs, process_rank, training_gmacs
@@ -128,7 +148,9 @@ def train_command(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
     from roadmap.trackers import check_installed
+    from roadmap.weights import check_pretrained, ensure_torchvision_weights
     check_installed(study.logger)
+    check_pretrained(study)
     shard = parse_shard(args.shard)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)
@@ -144,6 +166,9 @@ def train_command(args: argparse.Namespace) -> int:
                   f"{gmacs / 1e3:8.2f} TMACs to train")
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
         return 0
+    if study.train.pretrained:  # the weights file, or one line saying where to put it, before training
+        for slug in dict.fromkeys(r.step.slug for r in runs if r.state != "done"):
+            ensure_torchvision_weights(slug)
     code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
     if shard == (0, 1) and process_rank() == 0:  # shards: `runner.py plot` once all are done
         from roadmap.report import draw_figures, markdown_table, write_tables
@@ -165,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     from roadmap.records import CorruptRecordError
     from roadmap.study import RunInterrupted
     try:
-        return plot_command(args) if args.command == "plot" else train_command(args)
+        if args.command == "train" and args.step is not None:  # --step was once short for --steps
+            if args.steps:
+                raise ConfigError("--step is for evaluate; to train, give --steps")
+            args.steps = args.step
+        commands = {"plot": plot_command, "evaluate": evaluate_command, "train": train_command}
+        return commands[args.command](args)
     except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         print(f"error: {message}", file=sys.stderr)

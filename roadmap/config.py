@@ -21,6 +21,7 @@ import yaml
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
+PRETRAINED = ("torchvision",)  # where `train.pretrained` takes a step's starting weights from
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,9 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     accelerator: str = "auto"
+    # Start from ImageNet weights instead of random ones: `torchvision` (steps 0 and 15 only,
+    # width_mult 1; see roadmap/weights.py). Enters the config hash only when set.
+    pretrained: str | None = None
 
     def check(self) -> None:
         if self.dataset not in DATASETS:
@@ -96,6 +100,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be > 0 or null, got {getattr(self, name)}")
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
+        if self.pretrained is not None and self.pretrained not in PRETRAINED:
+            raise ConfigError(f"train.pretrained: {self.pretrained!r} is unknown; allowed: "
+                              f"{', '.join(PRETRAINED)} or null")
 
 
 @dataclass
@@ -251,4 +258,8 @@ def result_relevant(train: TrainConfig) -> dict[str, Any]:
     loader workers or how often checkpoints are written)."""
     ignored = {"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
                "accelerator", "compile"}
-    return {k: v for k, v in asdict(train).items() if k not in ignored}
+    # Keys added after records were first written count only when set, so that adding one
+    # leaves the hash (and so the done state) of every earlier run as it was.
+    added_later = {"pretrained"}
+    return {k: v for k, v in asdict(train).items()
+            if k not in ignored and not (k in added_later and v is None)}

@@ -31,6 +31,7 @@ from .data import NUM_CLASSES, make_datamodule
 from .records import CorruptRecordError, git_state, read_record, run_lock, run_name, write_record
 from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
 from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
+from .weights import load_pretrained, save_weights, weights_path
 
 RECORD_VERSION = 1
 
@@ -209,6 +210,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
     module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
     resume = run.checkpoint_dir / "last.ckpt"
+    if cfg.pretrained and not resume.exists():
+        load_pretrained(module.model, run.step.slug, datamodule.in_chans)
     if resume.exists() and hasattr(datamodule, "resume_loader_state"):
         datamodule.resume_loader_state = saved_loader_state(resume)
     stopper.install()
@@ -221,6 +224,9 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         raise RunInterrupted(stopper.received or "interrupted")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model
+    weights = weights_path(dirs["base"], run.step.slug, run.seed, run.hash)
+    if trainer.is_global_zero:
+        save_weights(weights, model)
     commit, dirty = git_state()
     record = {
         **_identity(study, preset, run),
@@ -234,6 +240,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         "train_images": datamodule.num_train, "val_images": datamodule.num_val,
         "git_commit": commit, "git_dirty": dirty, "world_size": trainer.world_size,
         "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
+        "weights": os.path.relpath(weights, dirs["base"]), "num_classes": datamodule.num_classes,
+        "in_chans": datamodule.in_chans,
     }
     if profiler is not None:
         record["time_split"] = time_split(profiler, record["wall_time_s"])

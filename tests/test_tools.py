@@ -1,4 +1,5 @@
-"""The researcher's toolbox, driven as a user drives it: trackers (--logger), --set."""
+"""The researcher's toolbox, driven as a user drives it: trackers (--logger), --set, saved
+weights (evaluate, load_run, load_from_checkpoint), ImageNet starting weights, compare."""
 
 import json
 import os
@@ -156,8 +157,121 @@ def test_readme_documents_every_train_key():
     assert sorted(names) == sorted(expected), ("missing:", set(expected) - set(names),
                                                "not a key:", set(names) - set(expected))
     defaults = TrainConfig()
-    in_hash = result_relevant(TrainConfig())
+    in_hash = result_relevant(TrainConfig(pretrained="torchvision"))
     for name, default, hashed, meaning in rows:
         assert parse_yaml(default) == getattr(defaults, name), (name, default)
         assert (hashed == "yes") == (name in in_hash), name
         assert meaning.strip(), name
+
+
+# ------------------------------------------------------------------------- saved weights
+
+def test_evaluate_reproduces_the_recorded_top1(tracked):
+    out, _ = tracked
+    result = run_cli("evaluate", "--study", "smoke", "--step", "convnext_t", "--seed", "0", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    top1 = float(re.search(r"convnext_t seed 0: top-1 ([\d.]+)%", result.stdout).group(1))
+    recorded = record_of(out / "smoke", "convnext_t__seed0")["top1"]
+    assert abs(top1 - recorded) <= 0.01, result.stdout
+    assert "record: top-1" in result.stdout
+
+
+def test_weights_are_kept_per_config_and_load_run_rebuilds_the_model(tracked):
+    from roadmap import load_run
+    from roadmap.training import RoadmapClassifier
+    out, _ = tracked
+    study_dir = out / "smoke"
+    record = record_of(study_dir, "resnet50__seed0")
+    path = study_dir / record["weights"]
+    assert path.name == f"resnet50__seed0__{record['config_hash'][:8]}.pt"
+    assert not list(path.parent.glob("*.tmp"))
+    saved = torch.load(path, weights_only=True)
+    model = load_run(study_dir, 0, 0)
+    assert not model.training
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # the checkpoint the run left behind rebuilds the LightningModule on its own
+    checkpoint = study_dir / "checkpoints" / f"resnet50__seed0__{record['config_hash'][:8]}" / "last.ckpt"
+    module = RoadmapClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert module.cfg.width_mult == record["config"]["width_mult"] and module.hparams["world_size"] == 1
+    assert set(module.hparams) == {"step", "cfg", "num_classes", "in_chans", "world_size"}
+    assert all(torch.equal(saved[k], v) for k, v in module.model.state_dict().items())
+
+
+def test_evaluate_errors_are_one_line(tracked, tmp_path):
+    out, _ = tracked
+    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--step", "3", "--out", str(out)),
+                          "no record of depthwise_conv seed 0", "resnet50__seed0")
+    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--step", "nope", "--out", str(out)),
+                          "unknown step")
+    assert_one_line_error(run_cli("evaluate", "--study", "nope", "--step", "0", "--out", str(out)), "no record")
+    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--out", str(out)), "--step")
+    copy = tmp_path / "smoke" / "runs"  # a record without its weights
+    copy.mkdir(parents=True)
+    (copy / "resnet50__seed0.json").write_text((out / "smoke" / "runs" / "resnet50__seed0.json").read_text())
+    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--step", "0", "--out", str(tmp_path)),
+                          "no saved weights", "retrain")
+
+
+# --------------------------------------------------------------------- ImageNet weights
+
+PRETRAINED = ["--set", "train.pretrained=torchvision", "--width-mult", "1"]
+OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # refused at once
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--steps", "0,1"], ["steps 0 (resnet50) and 15 (convnext_t) only", "stage_ratio"]),
+    (["--steps", "0", "--width-mult", "0.5"], ["width_mult 1", "0.5"]),
+    (["--steps", "0", "--set", "train.pretrained=imagenet"], ["'imagenet'", "torchvision"]),
+])
+def test_pretrained_config_errors(args, words, tmp_path):
+    result = run_cli("--preset", "smoke", *PRETRAINED, *args, "--out", str(tmp_path / "r"),
+                     env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE})
+    assert_one_line_error(result, *words)
+
+
+def test_pretrained_weights_missing_offline_say_where_to_put_them(tmp_path):
+    result = run_cli("--preset", "smoke", *PRETRAINED, "--steps", "15", "--out", str(tmp_path / "r"),
+                     env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE})
+    assert result.returncode == 2
+    assert_one_line_error(result, str(tmp_path / "torch" / "hub" / "checkpoints" / "convnext_tiny-983f1562.pth"))
+    assert not (tmp_path / "r" / "smoke" / "runs").exists(), "nothing trained"
+
+
+def test_pretrained_run_starts_from_a_weights_file_in_torch_home(tmp_path):
+    import torchvision
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.resnet50().state_dict(), checkpoints / "resnet50-11ad3fa6.pth")
+    result = run_cli("--preset", "smoke", *PRETRAINED, "--steps", "0", "--out", str(tmp_path / "r"),
+                     "--plots", str(tmp_path / "p"), env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE})
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = record_of(tmp_path / "r" / "smoke", "resnet50__seed0")
+    assert record["config"]["pretrained"] == "torchvision" and record["status"] == "done"
+    from roadmap.config import load_study, result_relevant
+    study = load_study("smoke")[0]
+    assert "pretrained" not in result_relevant(study.train), "unset, it leaves earlier hashes alone"
+    study.train.pretrained = "torchvision"
+    assert result_relevant(study.train)["pretrained"] == "torchvision", "set, it is part of the hash"
+
+
+def test_load_pretrained_sums_the_stem_and_keeps_a_new_head():
+    import torchvision
+
+    from convnext_steps import build_model
+    from roadmap.weights import load_pretrained
+    theirs = torchvision.models.convnext_tiny().state_dict()
+    model = build_model("convnext_t", num_classes=10, in_chans=1)
+    head = model.fc.weight.detach().clone()
+    load_pretrained(model, "convnext_t", in_chans=1, state=theirs)
+    ours = model.state_dict()
+    assert torch.equal(ours["stem.0.weight"], theirs["features.0.0.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(model.fc.weight, head), "the data set's own classifier"
+    assert torch.equal(ours["stem.0.bias"], theirs["features.0.0.bias"])
+    x = torch.rand(1, 1, 64, 64)
+    reference = torchvision.models.convnext_tiny()
+    reference.load_state_dict(theirs)
+    reference.classifier[2] = torch.nn.Identity()
+    model.fc = torch.nn.Identity()
+    with torch.no_grad():  # a grey image is the RGB image (x, x, x) to the summed stem
+        assert torch.allclose(model.eval()(x), reference.eval()(x.expand(1, 3, 64, 64)), atol=1e-4)
