@@ -143,7 +143,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     from roadmap.config import load_study
-    from roadmap.study import execute, plan_runs, process_rank, training_gmacs
+    from roadmap.study import (check_trainable, execute, other_config_records, plan_runs, process_rank, training_gmacs,
+                               write_study_manifest)
 
     overrides = overrides_from(args)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
@@ -152,11 +153,18 @@ def train_command(args: argparse.Namespace) -> int:
     check_installed(study.logger)
     check_pretrained(study)
     shard = parse_shard(args.shard)
+    check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)
-    counts = {state: sum(r.state == state for r in runs) for state in ("done", "failed", "resume", "todo", "redo")}
+    counts = {state: sum(r.state == state for r in runs) for state in ("done", "failed", "resume", "todo")}
     print(f"study {study.name} (preset {preset}): {len(runs)} run(s) - "
           + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    others = other_config_records(study, args.out)
+    if others:
+        print(f"note: {others} record(s) of other configs of study {study.name} are kept in "
+              f"{args.out / study.name / 'runs'} and left out of its tables and figures")
+    if not args.dry_run and process_rank() == 0:
+        write_study_manifest(study, preset, args.out)
     if args.dry_run:
         total = 0.0
         for run in runs:

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convnext_steps import build_model, resolve_steps  # noqa: E402
 from roadmap.config import load_study  # noqa: E402
+from roadmap.datasets import describe  # noqa: E402
 from throughput import cpu_description, median_seconds, runner_dtype, train_fn  # noqa: E402
 
-TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 
 
 def measure(slug: str, compiled: bool, batch: int, resolution: int, width: float,
@@ -61,8 +61,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compile_payback.csv")
     args = p.parse_args()
     cfg = load_study(args.preset)[0].train
-    in_chans = 1 if cfg.dataset == "fashion_mnist" else 3
-    batches_per_run = TRAIN_IMAGES.get(cfg.dataset, 0) // cfg.batch_size * cfg.epochs
+    data = describe(cfg)
+    in_chans = data.in_chans
+    batches_per_run = data.train_images // cfg.batch_size * cfg.epochs
     print(f"torch {torch.__version__}, {cpu_description()}, {runner_dtype()}; preset {args.preset}: "
           f"{cfg.resolution}px, batch {cfg.batch_size}, width {cfg.width_mult}, "
           f"{batches_per_run} training batches per run")

@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
 PRETRAINED = ("torchvision",)  # where `train.pretrained` takes a step's starting weights from
 
@@ -78,6 +77,7 @@ class TrainConfig:
     pretrained: str | None = None
 
     def check(self) -> None:
+        from .datasets import DATASETS
         if self.dataset not in DATASETS:
             raise ConfigError(f"train.dataset: {self.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
         positive = ("resolution", "epochs", "batch_size", "lr_reference_batch", "val_checks_per_epoch",

@@ -9,13 +9,10 @@ Image folders (Imagenette, ImageNet) use torchvision's datasets, transforms and 
 
 from __future__ import annotations
 
-import gzip
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -24,18 +21,9 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from .config import TrainConfig
+from .datasets import DataError, dataset_info, load_splits
 
-FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convnext-roadmap"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class DataError(RuntimeError):
-    """Data that cannot be found or read; the message says where we looked and what to do."""
 
 
 def run_seed(*parts: int) -> int:
@@ -44,97 +32,6 @@ def run_seed(*parts: int) -> int:
     for part in parts:
         value = (value ^ (int(part) + 0x632BE59BD9B4E019 + (value << 6) + (value >> 2))) & (2**63 - 1)
     return value
-
-
-# ---------------------------------------------------------------------------- reading files
-
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
-        magic = int.from_bytes(data[:4], "big")
-        ndim = magic & 0xFF
-        if magic >> 8 != 0x08 or ndim not in (1, 3):
-            raise ValueError("bad magic number")
-        shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-        return array.reshape(shape)
-    except (OSError, EOFError, ValueError) as error:
-        raise DataError(f"{path} is corrupt ({error}); delete it and reinstall or re-download "
-                        "Fashion-MNIST") from None
-
-
-def _fashion_mnist_dirs(data_dir: str | None) -> list[Path]:
-    candidates = [Path(data_dir)] if data_dir else []
-    if os.environ.get("FASHION_MNIST_DIR"):
-        candidates.append(Path(os.environ["FASHION_MNIST_DIR"]))
-    candidates.append(FASHION_MNIST_SYSTEM_DIR)
-    expanded = []
-    for base in candidates:  # also torchvision's layout under a root
-        expanded += [base, base / "FashionMNIST" / "raw"]
-    return expanded
-
-
-def _find_fashion_mnist_file(directory: Path, name: str) -> Path | None:
-    for candidate in (directory / name, directory / name.removesuffix(".gz")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_fashion_mnist(data_dir: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Fashion-MNIST from --data-dir, $FASHION_MNIST_DIR, Debian's dataset-fashion-mnist, or
-    torchvision's download, in that order."""
-    tried = []
-    for directory in _fashion_mnist_dirs(data_dir):
-        found = {split: [_find_fashion_mnist_file(directory, n) for n in names]
-                 for split, names in FASHION_MNIST_FILES.items()}
-        if all(all(paths) for paths in found.values()):
-            return {split: (torch.from_numpy(_read_idx(images).copy()).unsqueeze(1),
-                            torch.from_numpy(_read_idx(labels).astype(np.int64)))
-                    for split, (images, labels) in found.items()}
-        tried.append(str(directory))
-    root = Path(data_dir) if data_dir else CACHE_DIR
-    try:
-        splits = {split: datasets.FashionMNIST(str(root), train=split == "train", download=True)
-                  for split in ("train", "val")}
-    except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
-        raise DataError(
-            f"Fashion-MNIST not found (looked in {', '.join(dict.fromkeys(tried))}) and the "
-            f"download into {root} failed ({type(error).__name__}); install Debian's "
-            "dataset-fashion-mnist, or put its 4 .gz files in a folder and pass --data-dir") from None
-    return {split: (ds.data.unsqueeze(1).clone(), ds.targets.clone()) for split, ds in splits.items()}
-
-
-def load_cifar(name: str, data_dir: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    root = Path(data_dir) if data_dir else CACHE_DIR
-    try:
-        splits = {split: cls(str(root), train=split == "train", download=True) for split in ("train", "val")}
-    except Exception as error:  # noqa: BLE001
-        raise DataError(f"{name} is not in {root} and could not be downloaded ({type(error).__name__}); "
-                        f"download it with torchvision on a connected machine and pass --data-dir") from None
-    return {split: (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
-            for split, ds in splits.items()}
-
-
-def make_synthetic(num_classes: int, train_size: int, val_size: int, resolution: int,
-                   seed: int = 1234) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """A learnable synthetic set: each class is a smooth random pattern plus noise. Used for
-    smoke tests and first tries; it needs no download."""
-    generator = torch.Generator().manual_seed(seed)
-    patterns = F.interpolate(torch.rand(num_classes, 3, 4, 4, generator=generator),
-                             size=resolution, mode="bilinear", align_corners=False)
-
-    def split(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.randint(0, num_classes, (size,), generator=generator)
-        noise = torch.rand(size, 3, resolution, resolution, generator=generator)
-        images = 0.6 * patterns[labels] + 0.4 * noise
-        return (images * 255).round().to(torch.uint8), labels
-
-    return {"train": split(train_size), "val": split(val_size)}
 
 
 # ------------------------------------------------------------------------- in-memory batches
@@ -356,17 +253,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, False)
 
 
-NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
-
-
 def make_datamodule(cfg: TrainConfig, seed: int) -> InMemoryDataModule | ImageFolderDataModule:
-    if cfg.dataset == "imagefolder":
+    """The data of one run; an in-memory data set is decoded once per study (load_splits)."""
+    info = dataset_info(cfg.dataset)
+    if not info.in_memory:
         return ImageFolderDataModule(cfg, seed)
-    if cfg.dataset == "fashion_mnist":
-        splits = load_fashion_mnist(cfg.data_dir)
-    elif cfg.dataset in ("cifar10", "cifar100"):
-        splits = load_cifar(cfg.dataset, cfg.data_dir)
-    else:
-        splits = make_synthetic(NUM_CLASSES["synthetic"], cfg.synthetic_train_size, cfg.synthetic_val_size,
-                                cfg.resolution)
-    return InMemoryDataModule(cfg, seed, splits, NUM_CLASSES[cfg.dataset])
+    return InMemoryDataModule(cfg, seed, load_splits(cfg), info.num_classes)

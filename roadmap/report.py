@@ -12,7 +12,6 @@ can be rebuilt at any time, from any subset of runs, and always agrees with the 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -29,6 +28,8 @@ from matplotlib.transforms import blended_transform_factory
 
 from convnext_steps import list_steps
 from convnext_steps.roadmap import Step
+
+from .records import current_records
 
 __all__ = ["SUMMARY_COLUMNS", "FIGURE_NAMES", "load_records", "summarize", "welch_ci95",
            "t_quantile_975", "sweep_slugs", "markdown_table", "write_tables", "draw_figures"]
@@ -61,27 +62,11 @@ STATUS_COLORS = {"failed": "#C0392B", "missing": "#8a8a8a"}
 # --------------------------------------------------------------------------- records
 
 def load_records(study_dir: Path) -> list[dict]:
-    """All run records of a study, sorted by (step index, seed).
-
-    A record that cannot be parsed stops the report instead of silently dropping a seed:
-    a half-written or hand-edited file would otherwise change the means without notice.
-    """
-    runs = Path(study_dir) / "runs"
-    if not runs.is_dir():
-        return []
-    records = []
-    for path in sorted(runs.glob("*.json")):
-        if path.name.startswith("."):  # an in-progress temporary file of an atomic write
-            continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or not isinstance(record.get("step"), str):
-                raise ValueError("not a run record (no 'step')")
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"corrupt run record {path}: {reason}; "
-                             f"delete it or re-run that step/seed") from err
-        records.append(record)
+    """The finished and failed run records of the study's current config, sorted by (step
+    index, seed). An unreadable record stops the report (records.CorruptRecordError) instead
+    of silently dropping a seed; a "done" record without its numbers is left out."""
+    records, _, _ = current_records(Path(study_dir))
+    records = [r for r in records if r["status"] in ("done", "failed")]
     return sorted(records, key=lambda r: (_int(r.get("step_index"), 10**6),
                                           r["step"], _int(r.get("seed"), 0)))
 

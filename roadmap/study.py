@@ -26,14 +26,14 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from convnext_steps import Step, build_model, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
 
-from .config import StudyConfig, config_hash, result_relevant
-from .data import NUM_CLASSES, make_datamodule
-from .records import CorruptRecordError, git_state, read_record, run_lock, run_name, write_record
+from .config import ConfigError, StudyConfig, config_hash, result_relevant
+from .data import make_datamodule
+from .datasets import describe, fingerprint
+from .records import (RECORD_VERSION, CorruptRecordError, git_state, load_records, read_record, record_filename,
+                      run_lock, run_name, write_manifest, write_record)
 from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
 from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
 from .weights import load_pretrained, save_weights, weights_path
-
-RECORD_VERSION = 1
 
 
 class RunInterrupted(Exception):
@@ -48,7 +48,7 @@ class Run:
     hash: str
     record_path: Path
     checkpoint_dir: Path
-    state: str  # "done", "failed", "resume" (checkpoint there), "todo", "redo" (record of other config)
+    state: str  # "done", "failed", "resume" (checkpoint there), "todo"
 
 
 def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
@@ -57,47 +57,89 @@ def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
             "logs": base / "logs", "locks": base / "locks"}
 
 
-def run_payload(study: StudyConfig, step: Step, seed: int, world_size: int) -> dict[str, Any]:
-    """Everything that determines a run's numbers; its hash identifies the run's record."""
+def run_payload(study: StudyConfig, step: Step, seed: int, world_size: int, data: str) -> dict[str, Any]:
+    """Everything that determines a run's numbers; its hash identifies the run's record.
+    `data` is the data set's fingerprint (where the data lives is not part of it)."""
     return {"record_version": RECORD_VERSION, "step": step.slug, "spec": asdict(step.spec), "seed": seed,
-            "train": result_relevant(study.train), "world_size": world_size,
+            "train": result_relevant(study.train), "world_size": world_size, "data": data,
             # what `precision: auto` means on this machine: fp32 and bf16 runs are different runs
             "precision": resolve_precision(study.train.precision, study.train.accelerator)}
 
 
+def check_trainable(study: StudyConfig) -> None:
+    """A run that would train zero optimizer steps is a config error, not a record."""
+    cfg = study.train
+    images = describe(cfg).train_images
+    if images // (cfg.batch_size * world_size_of(study)) == 0:
+        raise ConfigError(f"train.batch_size={cfg.batch_size} (x {world_size_of(study)} device(s)) is larger than "
+                          f"the training set ({images} images): not one optimizer step per epoch; lower batch_size")
+
+
+def study_runs(study: StudyConfig) -> list[tuple[Step, int, str]]:
+    """Every (step, seed) of the study with its config hash, in the study's order."""
+    world_size, data = world_size_of(study), fingerprint(study.train)
+    return [(step, seed, config_hash(run_payload(study, step, seed, world_size, data)))
+            for step in resolve_steps(study.steps) for seed in study.seeds]
+
+
 def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)) -> list[Run]:
+    """This shard's runs and what is left to do for each. A record of the same config is
+    done or failed; a "done" record without its numbers is trained again (and said so)."""
     dirs = study_dirs(out_dir, study)
-    world_size = world_size_of(study)
     runs = []
-    pairs = [(step, seed) for step in resolve_steps(study.steps) for seed in study.seeds]
-    for i, (step, seed) in enumerate(pairs):
+    for i, (step, seed, digest) in enumerate(study_runs(study)):
         if i % shard[1] != shard[0]:
             continue
         name = run_name(step.slug, seed)
-        digest = config_hash(run_payload(study, step, seed, world_size))
-        record_path = dirs["runs"] / f"{name}.json"
+        record_path = dirs["runs"] / record_filename(step.slug, seed, digest)
         checkpoint_dir = dirs["checkpoints"] / f"{name}__{digest[:8]}"
         state = "todo"
         if record_path.exists():
             record = read_record(record_path)
-            state = record["status"] if record["config_hash"] == digest else "redo"
-        if state in ("todo", "redo") and (checkpoint_dir / "last.ckpt").exists():
+            if record["status"] == "incomplete":
+                print(f"note: {record_path} is not a finished run ({record['problem']}); training it again",
+                      file=sys.stderr)
+            else:
+                state = record["status"]
+        if state == "todo" and (checkpoint_dir / "last.ckpt").exists():
             state = "resume"
         runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state))
     return runs
 
 
+def step_metadata(step: Step) -> dict[str, Any]:
+    """What tables and figures need to know of a step, kept in the study manifest."""
+    return {"slug": step.slug, "label": step.label, "phase": step.phase, "parent": step.parent,
+            "change": step.change, "index": step.index, "roadmap": step.roadmap, "sweep": step.sweep,
+            "reference": step.reference, "train": dict(step.train), "paper_top1": step.paper_top1,
+            "paper_top1_std": step.paper_top1_std, "paper_gmacs": step.paper_gmacs}
+
+
+def write_study_manifest(study: StudyConfig, preset: str, out_dir: Path) -> None:
+    """Record the study's current config and runs (study.json): tables and figures use the
+    records of these runs only."""
+    write_manifest(study_dirs(out_dir, study)["base"], {
+        "study": study.name, "preset": preset, "config": asdict(study),
+        "steps": [step_metadata(step) for step in resolve_steps(study.steps)],
+        "runs": [{"step": step.slug, "seed": seed, "config_hash": digest}
+                 for step, seed, digest in study_runs(study)],
+    })
+
+
+def other_config_records(study: StudyConfig, out_dir: Path) -> int:
+    """How many records in the study's runs/ belong to other configs (kept, never shown)."""
+    current = {(step.slug, seed, digest) for step, seed, digest in study_runs(study)}
+    return sum((r["step"], r["seed"], r["config_hash"]) not in current
+               for r in load_records(study_dirs(out_dir, study)["base"]))
+
+
 def training_gmacs(study: StudyConfig, run: Run) -> float:
     """Multiply-adds of training one run: 3x forward (forward + backward) per image."""
     cfg = study.train
-    classes = NUM_CLASSES.get(cfg.dataset, 1000)
-    in_chans = 1 if cfg.dataset == "fashion_mnist" else 3
-    model = build_model(run.step.slug, num_classes=classes, in_chans=in_chans, width_mult=cfg.width_mult)
-    images = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
-              "synthetic": cfg.synthetic_train_size}.get(cfg.dataset, 1_281_167)
-    if cfg.train_subset:
-        images = min(images, cfg.train_subset)
-    return 3 * count_macs(model, cfg.resolution, in_chans) / 1e9 * images * cfg.epochs
+    data = describe(cfg)
+    model = build_model(run.step.slug, num_classes=data.num_classes, in_chans=data.in_chans,
+                        width_mult=cfg.width_mult)
+    return 3 * count_macs(model, cfg.resolution, data.in_chans) / 1e9 * data.train_images * cfg.epochs
 
 
 @functools.lru_cache(maxsize=None)
@@ -169,15 +211,12 @@ def resolve_precision(cfg_precision: str, accelerator: str = "auto") -> str:
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
-def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], datamodule_cache: dict,
+def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
               progress_bar: bool, profile: bool = False) -> dict[str, Any]:
     cfg = study.train
     started = time.time()
     pl.seed_everything(run.seed, workers=True, verbose=False)
-    key = (cfg.dataset, cfg.data_dir, cfg.train_subset, cfg.val_subset, run.seed)
-    datamodule = datamodule_cache.get(key) or make_datamodule(cfg, run.seed)
-    datamodule_cache.clear()
-    datamodule_cache[key] = datamodule
+    datamodule = make_datamodule(cfg, run.seed)
     trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
                                       "num_nodes": cfg.num_nodes, "strategy": cfg.strategy}
     stopper = GracefulStop(run.checkpoint_dir / "last.ckpt")
@@ -216,12 +255,18 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], 
         datamodule.resume_loader_state = saved_loader_state(resume)
     stopper.install()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
+        finally:
+            stopper.uninstall()
+        if trainer.interrupted:
+            raise RunInterrupted(stopper.received or "interrupted")
+        if "val_top1" not in trainer.callback_metrics:
+            # Resumed from a checkpoint that had finished training (killed before its record was
+            # written): fit has nothing left to do, so validate the restored weights once more.
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
-        stopper.uninstall()
         finish_loggers(loggers)
-    if trainer.interrupted:
-        raise RunInterrupted(stopper.received or "interrupted")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model
     weights = weights_path(dirs["base"], run.step.slug, run.seed, run.hash)
@@ -322,7 +367,6 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
     started = time.time()
     finished_times: list[float] = []
     failures = [r for r in runs if r.state == "failed" and not retry_failed]
-    datamodule_cache: dict = {}
     for i, run in enumerate(todo, 1):
         elapsed = time.time() - started
         eta = (f"ETA {_format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
@@ -335,13 +379,11 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
             if not acquired:
                 say(f"  skipped: another runner holds {run.name}'s lock", flush=True)
                 continue
-            if run.record_path.exists():  # finished by another runner meanwhile
-                record = read_record(run.record_path)
-                if record["config_hash"] == run.hash and record["status"] == "done":
-                    continue
+            if run.record_path.exists() and read_record(run.record_path)["status"] == "done":
+                continue  # finished by another runner meanwhile
             run_started = time.time()
             try:
-                record = train_run(study, preset, run, dirs, datamodule_cache, progress_bar, profile)
+                record = train_run(study, preset, run, dirs, progress_bar, profile)
             except DivergedError as error:
                 commit, dirty = git_state()
                 record = {**_identity(study, preset, run), "status": "failed", "failure": str(error),
@@ -364,4 +406,4 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
     return 0
 
 
-__all__ = ["Run", "plan_runs", "execute", "process_rank", "training_gmacs", "study_dirs", "RunInterrupted", "CorruptRecordError"]
+__all__ = ["Run", "check_trainable", "plan_runs", "study_runs", "write_study_manifest", "other_config_records", "execute", "process_rank", "training_gmacs", "study_dirs", "RunInterrupted", "CorruptRecordError"]

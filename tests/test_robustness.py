@@ -40,7 +40,14 @@ def command(config: Path, out: Path, *extra: str) -> list[str]:
 
 
 def records(out: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in (out / "robust" / "runs").glob("*.json")}
+    """The study's records by run name; a run with two records would be a duplicate."""
+    found: dict[str, dict] = {}
+    for path in (out / "robust" / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        name = f"{record['step']}__seed{record['seed']}"
+        assert name not in found, f"two records of {name}"
+        found[name] = record
+    return found
 
 
 def wait_for_checkpoint(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:

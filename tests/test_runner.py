@@ -84,7 +84,7 @@ def test_dry_run_plans_without_training(smoke_study, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "6 run(s)" in result.stdout and "3 done" in result.stdout and "3 todo" in result.stdout
     assert "TMACs" in result.stdout
-    assert not (out / "smoke" / "runs" / "resnet50__seed1.json").exists()
+    assert not list((out / "smoke" / "runs").glob("resnet50__seed1__*.json"))
 
 
 def test_plot_command_recreates_deleted_figures(smoke_study, tmp_path):
@@ -99,7 +99,8 @@ def test_plot_command_recreates_deleted_figures(smoke_study, tmp_path):
 def test_changed_recipe_is_a_new_run(smoke_study):
     out, _, _, _ = smoke_study
     result = run_cli("--preset", "smoke", "--steps", "0", "--epochs", "2", "--dry-run", "--out", str(out))
-    assert result.returncode == 0 and "1 redo" in result.stdout
+    assert result.returncode == 0 and "1 todo" in result.stdout
+    assert "16 record(s) of other configs" in result.stdout
 
 
 @pytest.mark.parametrize("args,words", [
@@ -110,6 +111,7 @@ def test_changed_recipe_is_a_new_run(smoke_study):
     (["--preset", "smoke", "--epochs", "-3"], ["epochs"]),
     (["--preset", "smoke", "--width-mult", "-1"], ["width_mult"]),
     (["--shard", "3/2"], ["--shard"]),
+    (["--preset", "smoke", "--batch-size", "100000"], ["batch_size", "256 images"]),
 ])
 def test_bad_command_lines(args, words, tmp_path):
     assert_one_line_error(run_cli(*args, "--dry-run", "--out", str(tmp_path)), *words)
@@ -123,6 +125,7 @@ def test_bad_command_lines(args, words, tmp_path):
     ("name: mine\nseeds: [0, 0]\n", ["seeds"]),
     ("name: [unclosed\n", ["not valid YAML"]),
     ("- just\n- a list\n", ["mapping"]),
+    ("name: mine\ntrain:\n  train_subset: 100\n  batch_size: 256\n", ["batch_size", "100 images"]),
 ])
 def test_bad_yaml(yaml_text, words, tmp_path):
     config = tmp_path / "study.yaml"
@@ -158,10 +161,11 @@ def test_corrupt_record_is_reported_and_left_alone(smoke_study, tmp_path):
     out = tmp_path / "results"
     runs = out / "smoke" / "runs"
     runs.mkdir(parents=True)
-    bad = runs / "resnet50__seed0.json"
+    (name,) = [p.name for p in (smoke_study[0] / "smoke" / "runs").glob("resnet50__seed0__*.json")]
+    bad = runs / name
     bad.write_text("{ half a record")
     result = run_cli("--preset", "smoke", "--steps", "0", "--out", str(out))
-    assert_one_line_error(result, "resnet50__seed0.json", "delete")
+    assert_one_line_error(result, name, "delete")
     assert bad.read_text() == "{ half a record"
 
 
@@ -176,9 +180,11 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(RoadmapClassifier, "forward", nan_for_resnet)
     code = runner.main(["--preset", "smoke", "--steps", "0,1", "--out", str(tmp_path), "--plots", str(tmp_path / "p")])
     assert code == 1
-    failed = json.loads((tmp_path / "smoke" / "runs" / "resnet50__seed0.json").read_text())
+    (failed_path,) = (tmp_path / "smoke" / "runs").glob("resnet50__seed0__*.json")
+    failed = json.loads(failed_path.read_text())
     assert failed["status"] == "failed" and failed["failed_epoch"] == 0 and "NaN" in failed["failure"]
-    done = json.loads((tmp_path / "smoke" / "runs" / "stage_ratio__seed0.json").read_text())
+    (done_path,) = (tmp_path / "smoke" / "runs").glob("stage_ratio__seed0__*.json")
+    done = json.loads(done_path.read_text())
     assert done["status"] == "done"
     table = pd.read_csv(tmp_path / "smoke" / "results.csv")
     assert table.set_index("step").loc["resnet50", "status"] == "failed"
@@ -236,7 +242,7 @@ def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
 
 
 def test_missing_data_lists_where_it_looked(tmp_path, monkeypatch):
-    import roadmap.data as data
+    import roadmap.datasets as data
 
     def offline(*args, **kwargs):
         raise OSError("no network")
@@ -245,10 +251,22 @@ def test_missing_data_lists_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr(data.datasets, "FashionMNIST", offline)
     monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     with pytest.raises(data.DataError) as error:
-        data.load_fashion_mnist(str(tmp_path / "mine"))
+        data.load_fashion_mnist(None)
     message = str(error.value)
-    assert str(tmp_path / "mine") in message and str(tmp_path / "system") in message
+    assert str(tmp_path / "system") in message
     assert "dataset-fashion-mnist" in message and "--data-dir" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_a_named_data_dir_is_used_or_refused_never_replaced(tmp_path, state):
+    """--data-dir that does not exist or is empty is an error naming it, even though the
+    system copy of Fashion-MNIST is there."""
+    mine = tmp_path / "mine"
+    if state == "empty":
+        mine.mkdir()
+    result = run_cli("--preset", "cpu", "--steps", "0", "--data-dir", str(mine), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, str(mine))
+    assert result.returncode == 2 and not (tmp_path / "r" / "cpu" / "runs").exists()
 
 
 def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_path):
@@ -311,6 +329,29 @@ def test_compile_knob_compiles_in_place_and_keeps_checkpoint_keys():
     assert list(compiled.state_dict()) == list(plain.state_dict())
     from convnext_steps import get_step
     study, step = load_study("smoke")[0], get_step("convnext_t")
-    payload = run_payload(study, step, 0, 1)
+    payload = run_payload(study, step, 0, 1, "data")
     study.train.compile = True
-    assert run_payload(study, step, 0, 1) == payload  # an execution detail, not a new run
+    assert run_payload(study, step, 0, 1, "data") == payload  # an execution detail, not a new run
+
+
+def test_records_are_kept_per_config_and_a_null_done_record_is_trained_again(tmp_path):
+    """A changed config writes its own record and keeps the other; changing it back finds the
+    first again; a "done" record without numbers is not done."""
+    common = ("--preset", "smoke", "--steps", "0", "--out", str(tmp_path), "--plots", str(tmp_path / "p"))
+    assert run_cli(*common).returncode == 0
+    assert run_cli(*common, "--epochs", "2").returncode == 0
+    runs = tmp_path / "smoke" / "runs"
+    assert len(list(runs.glob("resnet50__seed0__*.json"))) == 2
+    back = run_cli(*common)
+    assert back.returncode == 0 and "1 done" in back.stdout and "[run " not in back.stdout
+    assert "1 record(s) of other configs" in back.stdout
+    table = pd.read_csv(tmp_path / "smoke" / "results.csv")
+    assert table.set_index("step").loc["resnet50", "n_seeds"] == 1  # the current config's record only
+    manifest = json.loads((tmp_path / "smoke" / "study.json").read_text())
+    (current,) = [p for p in runs.glob("*.json") if manifest["runs"][0]["config_hash"][:8] in p.name]
+    record = json.loads(current.read_text())
+    current.write_text(json.dumps({**record, "top1": None}))
+    again = run_cli(*common)
+    assert again.returncode == 0, again.stderr
+    assert "not a finished run" in again.stderr and "[run 1/1]" in again.stdout
+    assert json.loads(current.read_text())["top1"] == pytest.approx(record["top1"])
