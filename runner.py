@@ -7,6 +7,7 @@
   python runner.py --config my_study.yaml --dry-run
   python runner.py plot [--study NAME]         tables and figures from results/, no training
   python runner.py evaluate --study NAME --step X --seed K   re-evaluate a run's saved weights
+  python runner.py compare STUDY_A STUDY_B     per-step top-1 of studies side by side
 
 Records go to results/<study>/runs/, tables to results/<study>/, figures to plots/<study>/.
 Running the same command again skips finished runs and resumes interrupted ones.
@@ -26,9 +27,10 @@ DEFAULT_PRESET = "cpu"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["train", "plot", "evaluate"], default="train",
+    parser.add_argument("command", nargs="?", choices=["train", "plot", "evaluate", "compare"], default="train",
                         help="train (default); plot: regenerate tables and figures from results/; "
-                             "evaluate: re-evaluate a run's saved weights")
+                             "evaluate: re-evaluate a run's saved weights; compare: studies side by side")
+    parser.add_argument("names", nargs="*", metavar="STUDY", help="with compare: the studies to compare")
     parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
     parser.add_argument("--steps", help="all | slugs, indices and ranges, e.g. 0-5,kernel_7,15 "
                                         "(default: the study's own)")
@@ -141,6 +143,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from roadmap.compare import compare_studies
+    compare_studies(args.names, args.out, args.plots)
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     from roadmap.config import load_study
     from roadmap.study import (check_trainable, execute, other_config_records, plan_runs, process_rank, training_gmacs,
@@ -189,7 +197,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     if args.list:
         print_listing()
         return 0
@@ -198,11 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     from roadmap.records import CorruptRecordError
     from roadmap.study import RunInterrupted
     try:
+        if args.names and args.command != "compare":
+            raise ConfigError(f"unexpected argument(s) {' '.join(args.names)}: only compare takes study names")
         if args.command == "train" and args.step is not None:  # --step was once short for --steps
             if args.steps:
                 raise ConfigError("--step is for evaluate; to train, give --steps")
             args.steps = args.step
-        commands = {"plot": plot_command, "evaluate": evaluate_command, "train": train_command}
+        commands = {"plot": plot_command, "evaluate": evaluate_command, "compare": compare_command,
+                    "train": train_command}
         return commands[args.command](args)
     except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)

@@ -40,10 +40,10 @@ def record_of(study_dir: Path, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    """Steps 0 and 15 of the smoke study, logged to TensorBoard and MLflow besides the CSV."""
+    """Steps 0 and 15 of the smoke study, 2 seeds, logged to TensorBoard and MLflow besides the CSV."""
     out = tmp_path_factory.mktemp("tools")
-    result = run_cli("--preset", "smoke", "--steps", "0,15", "--logger", "tensorboard", "--logger", "mlflow",
-                     "--out", str(out / "r"), "--plots", str(out / "p"))
+    result = run_cli("--preset", "smoke", "--steps", "0,15", "--seeds", "2", "--logger", "tensorboard",
+                     "--logger", "mlflow", "--out", str(out / "r"), "--plots", str(out / "p"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return out / "r", result
 
@@ -67,7 +67,7 @@ def test_trackers_write_tensorboard_events_and_an_mlflow_file_store(tracked):
     runs = {(run / "tags" / "mlflow.runName").read_text(): run for run in experiments[0].iterdir()
             if (run / "tags").is_dir()}
     run = runs[f"resnet50__seed0__{version}"]
-    assert len(runs) == 2
+    assert len(runs) == 4
     metrics = {p.relative_to(run / "metrics").as_posix() for p in (run / "metrics").rglob("*") if p.is_file()}
     assert {"val_top1", "val_top5", "val_loss", "lr-AdamW/pg1", "lr-AdamW/pg2"} <= metrics, metrics
     top1 = float((run / "metrics" / "val_top1").read_text().split()[1])
@@ -281,3 +281,47 @@ def test_load_pretrained_sums_the_stem_and_keeps_a_new_head():
     model.fc = torch.nn.Identity()
     with torch.no_grad():  # a grey image is the RGB image (x, x, x) to the summed stem
         assert torch.allclose(model.eval()(x), reference.eval()(x.expand(1, 3, 64, 64)), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------- compare
+
+def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp_path):
+    out, _ = tracked
+    other = run_cli("--preset", "smoke", "--steps", "0,15", "--seeds", "2", "--set", "name=smoke_lr",
+                    "--set", "train.lr=1e-3", "--out", str(out), "--plots", str(tmp_path / "p"))
+    assert other.returncode == 0, other.stderr[-3000:]
+    result = run_cli("compare", "smoke", "smoke_lr", "--out", str(out), "--plots", str(tmp_path / "p"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr
+    import pandas as pd
+    from scipy import stats
+    table = pd.read_csv(out / "compare_smoke_vs_smoke_lr.csv")
+    assert list(table["step"]) == ["resnet50", "convnext_t"]
+    assert (table["smoke_n"] == 2).all() and (table["smoke_lr_n"] == 2).all()
+    a = [record_of(out / "smoke", f"convnext_t__seed{k}")["top1"] for k in (0, 1)]
+    b = [record_of(out / "smoke_lr", f"convnext_t__seed{k}")["top1"] for k in (0, 1)]
+    row = table.set_index("step").loc["convnext_t"]
+    assert row["smoke_lr_minus_smoke"] == pytest.approx(sum(b) / 2 - sum(a) / 2, abs=1e-3)
+    low, high = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert row["smoke_lr_minus_smoke_ci95_low"] == pytest.approx(low, abs=1e-3)
+    assert row["smoke_lr_minus_smoke_ci95_high"] == pytest.approx(high, abs=1e-3)
+    assert re.search(r"\| 15 \| convnext_t \| [\d.]+ ± [\d.]+ \(2\) \| [\d.]+ ± [\d.]+ \(2\) \| [+-][\d.]+ \[[+-][\d.]+, "
+                     r"[+-][\d.]+\] \|", result.stdout), result.stdout
+    assert "train.lr: smoke=0.002, smoke_lr=0.001" in result.stdout
+    assert "train.lr: smoke=0.002" in (out / "compare_smoke_vs_smoke_lr.md").read_text()
+    png = tmp_path / "p" / "compare_smoke_vs_smoke_lr.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("names,words", [
+    (["smoke"], ["two or more studies"]),
+    (["smoke", "smoke"], ["named twice"]),
+    (["smoke", "nope"], ["nope", "no runs/ folder"]),
+])
+def test_compare_errors_are_one_line(tracked, names, words, tmp_path):
+    out, _ = tracked
+    assert_one_line_error(run_cli("compare", *names, "--out", str(out), "--plots", str(tmp_path)), *words)
+
+
+def test_study_names_belong_to_compare_only(tmp_path):
+    assert_one_line_error(run_cli("plot", "smoke", "--out", str(tmp_path)), "only compare takes study names")
