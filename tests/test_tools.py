@@ -142,7 +142,6 @@ def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
 @pytest.mark.parametrize("item,words", [
     ("train.lrr=1e-3", ["unknown key 'train.lrr'", "lr_reference_batch"]),
     ("train.epochs=three", ["train.epochs", "int"]),
-    ("train.epochs=0", ["train.epochs", "> 0"]),
     ("no_equals_sign", ["KEY=VALUE"]),
     ("train..lr=1", ["KEY=VALUE"]),
     ("seeds=[0,", ["not a YAML value"]),
