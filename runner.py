@@ -2,6 +2,7 @@
 """Train the steps of the ResNet-50 -> ConvNeXt-T roadmap, record results, draw the figure.
 
   python runner.py --list                      the 16 steps, their cost and the paper's numbers
+  python runner.py --list --roadmap resnet200  the same for ResNet-200 -> ConvNeXt-B
   python runner.py --steps all                 the default study (preset "cpu": Fashion-MNIST)
   python runner.py --steps 0-5,kernel_7 --preset smoke --seeds 2
   python runner.py --config my_study.yaml --dry-run
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluate: re-evaluate a run's saved weights; compare: studies side by side")
     parser.add_argument("names", nargs="*", metavar="STUDY", help="with compare: the studies to compare")
     parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
+    parser.add_argument("--roadmap", default=None, help="with --list: the roadmap to print (resnet50, the "
+                                                        "default, or resnet200)")
     parser.add_argument("--steps", help="all | slugs, indices and ranges, e.g. 0-5,kernel_7,15 "
                                         "(default: the study's own)")
     parser.add_argument("--preset", default=None, help=f"a preset in ablations/ (default: {DEFAULT_PRESET})")
@@ -103,12 +106,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     raise SystemExit(f"error: --shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
 
 
-def print_listing() -> None:
+def print_listing(roadmap: str | None = None) -> None:
     import pandas as pd
 
+    from convnext_steps import DEFAULT_ROADMAP
     from roadmap.listing import roadmap_table
     with pd.option_context("display.width", 250):
-        print(roadmap_table().drop(columns="change").to_string(index=False))
+        print(roadmap_table(roadmap or DEFAULT_ROADMAP).drop(columns="change").to_string(index=False))
 
 
 def plot_command(args: argparse.Namespace) -> int:
@@ -178,18 +182,19 @@ def train_command(args: argparse.Namespace) -> int:
         for run in runs:
             gmacs = training_gmacs(study, run) if run.state != "done" else 0.0
             total += gmacs
-            print(f"  {run.step.index:2d} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
+            index = "" if run.step.index is None else run.step.index
+            print(f"  {index:>2} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
                   f"{gmacs / 1e3:8.2f} TMACs to train")
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
         return 0
-    if study.train.pretrained:  # the weights file, or one line saying where to put it, before training
-        for slug in dict.fromkeys(r.step.slug for r in runs if r.state != "done"):
-            ensure_torchvision_weights(slug)
+    # the ImageNet weights files, or one line saying where to put them, before anything trains
+    for slug in dict.fromkeys(r.step.slug for r in runs if r.state != "done" and r.train.pretrained):
+        ensure_torchvision_weights(slug)
     code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
     if shard == (0, 1) and process_rank() == 0:  # shards: `runner.py plot` once all are done
         from roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
-        table = write_tables(study_dir, [r.step.slug for r in runs])
+        table = write_tables(study_dir)
         print(markdown_table(table))
         for path in draw_figures(study_dir, args.plots / study.name):
             print(f"wrote {path}")
@@ -199,7 +204,11 @@ def train_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     if args.list:
-        print_listing()
+        try:
+            print_listing(args.roadmap)
+        except KeyError as error:
+            print(f"error: {error.args[0]}", file=sys.stderr)
+            return 2
         return 0
     from roadmap.config import ConfigError
     from roadmap.data import DataError

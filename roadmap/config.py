@@ -109,8 +109,17 @@ class TrainConfig:
 class StudyConfig:
     name: str
     description: str = ""
-    steps: str = "all"  # "all", or slugs / indices / ranges: "0-5,kernel_7"
+    roadmap: str = "resnet50"  # the built-in roadmap whose indices and `all` the steps refer to
+    # "all", an index, or slugs / indices / ranges as a list or a comma string: "0-5,kernel_7"
+    steps: str | int | list[str | int] = "all"
     seeds: list[int] = field(default_factory=lambda: [0])
+    # Steps of the study's own: each a mapping with slug, parent, change (NetSpec fields), and
+    # optionally label, train (this step's recipe), sweep, phase (roadmap/definitions.py).
+    define: list[dict[str, Any]] = field(default_factory=list)
+    # The paper's ambiguities, each read one way for every step (convnext_steps.READINGS):
+    # layer_scale: last_step | every_step; init: trunc_normal | pytorch_default;
+    # conv_bias: unless_batchnorm | authors. Unset: the default, the first of each.
+    readings: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     # Where metrics go besides the CSV log the report reads (always written): any of LOGGERS.
     # Not part of any run's config hash.
@@ -125,6 +134,16 @@ class StudyConfig:
             if name not in LOGGERS:
                 raise ConfigError(f"logger: {name!r} is unknown; allowed: {', '.join(LOGGERS)}")
         self.train.check()
+        from .definitions import study_steps
+        for step in study_steps(self):  # every step resolves, builds and has a valid recipe
+            run_train_config(self, step).check()
+
+
+def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
+    """The recipe one step trains with: the study's, with the step's own `train:` keys over it."""
+    if not step.train:
+        return study.train
+    return from_dict(TrainConfig, _merge(asdict(study.train), dict(step.train)), f"define[{step.slug}].train.")
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -133,9 +152,14 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return any(_type_ok(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
+    if annotation is Any:
+        return True
     if origin is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(annotation)
+        return isinstance(value, dict) and all(_type_ok(k, key) and _type_ok(v, item) for k, v in value.items())
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:

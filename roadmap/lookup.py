@@ -29,9 +29,13 @@ def study_records(study_dir: Path) -> list[dict[str, Any]]:
 def find_record(study_dir: Path, step: str | int, seed: int) -> dict[str, Any]:
     """The finished record of one run of the study's current config; a ConfigError that says
     what exists if there is none."""
-    slug = get_step(step).slug  # KeyError for an unknown step, naming the known ones
     runs = Path(study_dir) / "runs"
-    records = current_records(Path(study_dir))[0] if runs.is_dir() else []
+    records, manifest, _ = current_records(Path(study_dir)) if runs.is_dir() else ([], None, 0)
+    if str(step) in {r["step"] for r in records}:  # a slug, a step the study defined included
+        slug = str(step)
+    else:  # an index or a label of the study's roadmap; KeyError for an unknown step
+        roadmap = ((manifest or {}).get("config") or {}).get("roadmap") or "resnet50"
+        slug = get_step(step, roadmap).slug
     mine = [r for r in records if r["step"] == slug and r.get("seed") == seed]
     if not mine:
         have = sorted(f"{r['step']} seed {r['seed']}" for r in records)

@@ -106,8 +106,8 @@ class ProgressLine(pl.Callback):
     """One line per validation check, for logs of batch jobs (no progress bar there):
     `  step 0 resnet50 seed 0 | epoch 1.00/1 | top-1 82.15% | 3929 img/s`."""
 
-    def __init__(self, step_index: int, slug: str, seed: int, throughput: Any) -> None:
-        self.label = f"step {step_index} {slug} seed {seed}"
+    def __init__(self, step_index: int | None, slug: str, seed: int, throughput: Any) -> None:
+        self.label = f"step {'' if step_index is None else f'{step_index} '}{slug} seed {seed}"
         self.throughput = throughput  # roadmap.training.Throughput: training img/s so far
         self.batches = 0
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from convnext_steps import build_model
+from convnext_steps import Step, build_model, get_step
 
 from .config import TrainConfig, from_dict
 from .data import run_seed
@@ -33,14 +33,17 @@ class RoadmapClassifier(pl.LightningModule):
     # How often the loss is checked for NaN/inf: a host sync, so not at every step.
     FINITE_CHECK_EVERY = 20
 
-    def __init__(self, step: str, cfg: TrainConfig | dict[str, Any], num_classes: int, in_chans: int,
-                 world_size: int = 1) -> None:
+    def __init__(self, step: Step | str, cfg: TrainConfig | dict[str, Any], num_classes: int, in_chans: int,
+                 world_size: int = 1, spec: dict[str, Any] | None = None) -> None:
         super().__init__()
+        from .weights import spec_of, step_from_spec
         if isinstance(cfg, dict):  # from a checkpoint's hyperparameters: load_from_checkpoint(path)
             cfg = from_dict(TrainConfig, cfg, "train.")
-        # Everything needed to rebuild the module (width_mult is in cfg); also what trackers log.
-        self.save_hyperparameters({"step": step, "cfg": asdict(cfg), "num_classes": num_classes,
-                                   "in_chans": in_chans, "world_size": world_size})
+        step = step_from_spec(step, spec) if isinstance(step, str) else get_step(step)
+        # Everything needed to rebuild the module, a step defined in a study included (its
+        # spec; width_mult is in cfg); also what the trackers log as hyperparameters.
+        self.save_hyperparameters({"step": step.slug, "spec": spec_of(step), "cfg": asdict(cfg),
+                                   "num_classes": num_classes, "in_chans": in_chans, "world_size": world_size})
         self.cfg = cfg
         self.world_size = world_size
         self.model = build_model(step, num_classes=num_classes, in_chans=in_chans, width_mult=cfg.width_mult,

@@ -24,7 +24,7 @@ import io
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from convnext_steps import build_model, load_torchvision_weights, resolve_steps
+from convnext_steps import NetSpec, Step, build_model, get_step, load_torchvision_weights
 
 from .config import ConfigError, StudyConfig, TrainConfig, from_dict
 from .lookup import find_record
@@ -43,6 +43,28 @@ TORCHVISION_WEIGHTS = {"resnet50": "ResNet50_Weights", "convnext_t": "ConvNeXt_T
 
 
 # ------------------------------------------------------------------------ trained weights
+
+def spec_of(step: Step) -> dict[str, Any] | None:
+    """A step's NetSpec as plain values (JSON, YAML, hyperparameters); None for a reference
+    model (Swin), which its slug rebuilds."""
+    return asdict(step.spec) if isinstance(step.spec, NetSpec) else None
+
+
+def step_from_spec(slug: str, spec: Mapping[str, Any] | None) -> Step:
+    """The step of a saved run: the built-in or registered step of that slug when its spec is
+    the saved one, else a step rebuilt from the saved spec (a step a study defined)."""
+    if spec is None:
+        return get_step(slug)
+    saved = NetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    try:
+        known = get_step(slug)
+        if known.spec == saved:
+            return known
+    except KeyError:
+        pass
+    return Step(slug=slug, label=slug, phase="defined", parent=None, change="rebuilt from its saved spec",
+                spec=saved)
+
 
 def weights_path(study_dir: Path, slug: str, seed: int, config_hash: str) -> Path:
     return Path(study_dir) / "weights" / f"{run_name(slug, seed)}__{config_hash[:8]}.pt"
@@ -86,7 +108,8 @@ def load_run(study_dir: str | Path, step: str | int, seed: int = 0) -> nn.Module
     """The trained network of one finished run (step slug or index, seed), in eval mode."""
     record = find_record(Path(study_dir), step, seed)
     cfg, state = _run_weights(Path(study_dir), record)
-    model = build_model(record["step"], num_classes=record["num_classes"], in_chans=record["in_chans"],
+    step = step_from_spec(record["step"], record.get("spec"))
+    model = build_model(step, num_classes=record["num_classes"], in_chans=record["in_chans"],
                         width_mult=cfg.width_mult, drop_path_rate=cfg.drop_path_rate,
                         layer_scale_init=cfg.layer_scale_init)
     model.load_state_dict(state)
@@ -109,7 +132,7 @@ def evaluate_run(study_dir: Path, step: str | int, seed: int) -> dict[str, Any]:
     quiet_lightning()
     datamodule = make_datamodule(cfg, record["seed"])
     module = RoadmapClassifier(record["step"], cfg, datamodule.num_classes, datamodule.in_chans,
-                               world_size=record.get("world_size", 1))
+                               world_size=record.get("world_size", 1), spec=record.get("spec"))
     module.model.load_state_dict(state)
     precision = record.get("precision") or "32-true"
     trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, num_nodes=1, precision=precision, logger=False,
@@ -124,16 +147,21 @@ def evaluate_run(study_dir: Path, step: str | int, seed: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ ImageNet weights (input)
 
 def check_pretrained(study: StudyConfig) -> None:
-    """Config errors of `train.pretrained`, before anything trains."""
-    cfg = study.train
-    if cfg.pretrained is None:
-        return
-    other = [s.slug for s in resolve_steps(study.steps) if s.slug not in TORCHVISION_WEIGHTS]
+    """Config errors of `train.pretrained` (the study's, or a step's own recipe's), before
+    anything trains."""
+    from .config import run_train_config
+    from .definitions import study_steps
+    wanted = [(step, run_train_config(study, step)) for step in study_steps(study)]
+    wanted = [(step, train) for step, train in wanted if train.pretrained is not None]
+    other = [step.slug for step, _ in wanted
+             if step.slug not in TORCHVISION_WEIGHTS or step.spec != get_step(step.slug).spec]
     if other:
         raise ConfigError(f"train.pretrained: torchvision has ImageNet weights for steps 0 (resnet50) and 15 "
                           f"(convnext_t) only, not {', '.join(other)}; choose --steps 0,15")
-    if cfg.width_mult != 1.0:
-        raise ConfigError(f"train.pretrained needs train.width_mult 1 (torchvision's widths), got {cfg.width_mult}")
+    for step, train in wanted:
+        if train.width_mult != 1.0:
+            raise ConfigError(f"train.pretrained needs train.width_mult 1 (torchvision's widths), got "
+                              f"{train.width_mult} for {step.slug}")
 
 
 def torchvision_weights_file(slug: str) -> tuple[str, Path]:

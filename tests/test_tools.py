@@ -124,8 +124,8 @@ def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
     assert same.returncode == 0 and "2 done" in same.stdout, same.stdout + same.stderr  # the preset's 2.0e-3
     other = run_cli("--preset", "smoke", "--steps", "0,15", "--set", "train.lr=1e-3", "--dry-run", "--out", str(out))
     assert other.returncode == 0 and "2 todo" in other.stdout, other.stdout + other.stderr
-    seeds = run_cli("--preset", "smoke", "--steps", "0,15", "--set", "seeds=[0,1]", "--dry-run", "--out", str(out))
-    assert "4 run(s)" in seeds.stdout and "2 done" in seeds.stdout and "2 todo" in seeds.stdout, seeds.stdout
+    seeds = run_cli("--preset", "smoke", "--steps", "0,15", "--set", "seeds=[0,1,2]", "--dry-run", "--out", str(out))
+    assert "6 run(s)" in seeds.stdout and "4 done" in seeds.stdout and "2 todo" in seeds.stdout, seeds.stdout
     config = tmp_path / "study.yaml"  # YAML 1.1 reads 1e-3 as a string; ours reads a float
     config.write_text("preset: smoke\nsteps: 0,15\ntrain:\n  lr: 2e-3\n  min_lr: 1E-6\n")
     from_yaml = run_cli("--config", str(config), "--dry-run", "--out", str(out))
@@ -198,8 +198,30 @@ def test_weights_are_kept_per_config_and_load_run_rebuilds_the_model(tracked):
     checkpoint = study_dir / "checkpoints" / f"resnet50__seed0__{record['config_hash'][:8]}" / "last.ckpt"
     module = RoadmapClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
     assert module.cfg.width_mult == record["config"]["width_mult"] and module.hparams["world_size"] == 1
-    assert set(module.hparams) == {"step", "cfg", "num_classes", "in_chans", "world_size"}
+    assert set(module.hparams) == {"step", "spec", "cfg", "num_classes", "in_chans", "world_size"}
     assert all(torch.equal(saved[k], v) for k, v in module.model.state_dict().items())
+
+
+def test_a_step_defined_in_a_study_is_rebuilt_from_its_saved_spec(tmp_path):
+    from roadmap import load_run
+    from roadmap.training import RoadmapClassifier
+    config = tmp_path / "defined.yaml"
+    config.write_text("preset: smoke\nname: defined\nsteps: [convnext_t_bn]\ndefine:\n"
+                      "  - slug: convnext_t_bn\n    parent: convnext_t\n    change: {norm: batch}\n")
+    out = tmp_path / "r"
+    trained = run_cli("--config", str(config), "--out", str(out), "--plots", str(tmp_path / "p"))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result = run_cli("evaluate", "--study", "defined", "--step", "convnext_t_bn", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = record_of(out / "defined", "convnext_t_bn__seed0")
+    top1 = float(re.search(r"top-1 ([\d.]+)%", result.stdout).group(1))
+    assert abs(top1 - record["top1"]) <= 0.01 and record["spec"]["norm"] == "batch"
+    model = load_run(out / "defined", "convnext_t_bn", 0)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    (checkpoint,) = (out / "defined" / "checkpoints").glob("convnext_t_bn__seed0__*/last.ckpt")
+    module = RoadmapClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert module.hparams["spec"]["norm"] == "batch"
+    assert all(torch.equal(v, module.model.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def test_evaluate_errors_are_one_line(tracked, tmp_path):
