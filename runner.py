@@ -7,6 +7,8 @@
   python runner.py --steps 0-5,kernel_7 --preset smoke --seeds 2
   python runner.py --config my_study.yaml --dry-run
   python runner.py plot [--study NAME]         tables and figures from results/, no training
+  python runner.py evaluate --study NAME --step X --seed K   re-evaluate a run's saved weights
+  python runner.py compare STUDY_A STUDY_B     per-step top-1 of studies side by side
 
 Records go to results/<study>/runs/, tables to results/<study>/, figures to plots/<study>/.
 Running the same command again skips finished runs and resumes interrupted ones.
@@ -26,8 +28,10 @@ DEFAULT_PRESET = "cpu"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["train", "plot"], default="train",
-                        help="train (default) or plot: regenerate tables and figures from results/")
+    parser.add_argument("command", nargs="?", choices=["train", "plot", "evaluate", "compare"], default="train",
+                        help="train (default); plot: regenerate tables and figures from results/; "
+                             "evaluate: re-evaluate a run's saved weights; compare: studies side by side")
+    parser.add_argument("names", nargs="*", metavar="STUDY", help="with compare: the studies to compare")
     parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
     parser.add_argument("--roadmap", default=None, help="with --list: the roadmap to print (resnet50, the "
                                                         "default, or resnet200)")
@@ -45,11 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", help="Lightning devices (e.g. 1, 8, auto)")
     parser.add_argument("--num-nodes", type=int, help="Lightning num_nodes")
     parser.add_argument("--strategy", help="Lightning strategy (e.g. ddp)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any study key, nested keys by dots, the value read as YAML: "
+                             "--set train.lr=2e-3 --set seeds=[0,1,2] (repeatable; applied last)")
+    parser.add_argument("--logger", action="append", metavar="NAME",
+                        help="also log to tensorboard, mlflow or wandb, offline, under results/<study>/logs/ "
+                             "(repeatable; the CSV log is always written)")
     parser.add_argument("--shard", help="i/n: run only every n-th (step, seed) run, starting at i "
                                         "(several jobs on one results directory)")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="results directory (default: results/)")
     parser.add_argument("--plots", type=Path, default=REPO / "plots", help="figures directory (default: plots/)")
-    parser.add_argument("--study", help="with plot: the study name (default: every study in --out)")
+    parser.add_argument("--study", help="with plot: the study name (default: every study in --out); "
+                                        "with evaluate: the study of the run")
+    parser.add_argument("--step", help="with evaluate: the run's step (slug or index)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done, cost) "
                                                                "and train nothing")
     parser.add_argument("--profile", action="store_true",
@@ -83,7 +95,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
             train[name] = getattr(args, name)
     if train:
         study["train"] = train
-    return study
+    if args.logger:
+        study["logger"] = list(args.logger)
+    from roadmap.config import merge
+    from roadmap.overrides import parse_set
+    return merge(study, parse_set(args.set))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -123,6 +139,28 @@ def plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_command(args: argparse.Namespace) -> int:
+    from roadmap.config import ConfigError
+    from roadmap.weights import evaluate_run
+    if not args.study or args.step is None:
+        raise ConfigError("evaluate needs --study NAME --step STEP [--seed K] (the run to re-evaluate)")
+    seed = args.seed if args.seed is not None else 0
+    result = evaluate_run(args.out / args.study, args.step, seed)
+    recorded = result["record_top1"]
+    print(f"{args.study} {result['step']} seed {seed}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+          f"val loss {result['val_loss']:.4f}  ({result['val_images']} images, {result['precision']})")
+    if recorded is not None:
+        print(f"record: top-1 {recorded:.2f}%  top-5 {result['record_top5']:.2f}%  "
+              f"(difference {result['top1'] - recorded:+.2f})")
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from roadmap.compare import compare_studies
+    compare_studies(args.names, args.out, args.plots)
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     from roadmap.config import load_study
     import torch
@@ -134,6 +172,10 @@ def train_command(args: argparse.Namespace) -> int:
 
     overrides = overrides_from(args)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
+    from roadmap.trackers import check_installed
+    from roadmap.weights import check_pretrained, ensure_torchvision_weights
+    check_installed(study.logger)
+    check_pretrained(study)
     shard = parse_shard(args.shard)
     check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +206,9 @@ def train_command(args: argparse.Namespace) -> int:
         if guidance:
             print(guidance)
         return 0
+    # the ImageNet weights files, or one line saying where to put them, before anything trains
+    for slug in dict.fromkeys(r.step.slug for r in runs if r.state != "done" and r.train.pretrained):
+        ensure_torchvision_weights(slug)
     todo = [r for r in runs if r.state in ("todo", "resume") or (r.state == "failed" and args.retry_failed)]
     jobs = resolve_jobs(args.jobs, study, study_steps(study), len(todo),
                         on_gpu=study.train.accelerator in ("gpu", "cuda") or torch.cuda.is_available(),
@@ -186,7 +231,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.list:
         try:
@@ -200,7 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     from roadmap.records import CorruptRecordError
     from roadmap.study import RunInterrupted
     try:
-        return plot_command(args) if args.command == "plot" else train_command(args)
+        if args.names and args.command != "compare":
+            raise ConfigError(f"unexpected argument(s) {' '.join(args.names)}: only compare takes study names")
+        if args.command == "train" and args.step is not None:  # --step was once short for --steps
+            if args.steps:
+                raise ConfigError("--step is for evaluate; to train, give --steps")
+            args.steps = args.step
+        commands = {"plot": plot_command, "evaluate": evaluate_command, "compare": compare_command,
+                    "train": train_command}
+        return commands[args.command](args)
     except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         print(f"error: {message}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -18,6 +19,8 @@ from typing import Any
 import yaml
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
+PRETRAINED = ("torchvision",)  # where `train.pretrained` takes a step's starting weights from
 
 
 class ConfigError(ValueError):
@@ -71,6 +74,9 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     accelerator: str = "auto"
+    # Start from ImageNet weights instead of random ones: `torchvision` (steps 0 and 15 only,
+    # width_mult 1; see roadmap/weights.py). Enters the config hash only when set.
+    pretrained: str | None = None
 
     def check(self) -> None:
         from .datasets import DATASETS
@@ -100,6 +106,9 @@ class TrainConfig:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
+        if self.pretrained is not None and self.pretrained not in PRETRAINED:
+            raise ConfigError(f"train.pretrained: {self.pretrained!r} is unknown; allowed: "
+                              f"{', '.join(PRETRAINED)} or null")
 
 
 @dataclass
@@ -118,12 +127,18 @@ class StudyConfig:
     # conv_bias: unless_batchnorm | authors. Unset: the default, the first of each.
     readings: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Where metrics go besides the CSV log the report reads (always written): any of LOGGERS.
+    # Not part of any run's config hash.
+    logger: list[str] = field(default_factory=lambda: ["csv"])
 
     def check(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ConfigError(f"name: {self.name!r} must be non-empty letters, digits, - _ .")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds: need distinct non-negative integers, got {self.seeds}")
+        for name in self.logger:
+            if name not in LOGGERS:
+                raise ConfigError(f"logger: {name!r} is unknown; allowed: {', '.join(LOGGERS)}")
         self.train.check()
         from .definitions import study_steps
         for step in study_steps(self):  # every step resolves, builds and has a valid recipe
@@ -185,9 +200,30 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `1e-3` and `2E5` are numbers (YAML 1.1,
+    which PyYAML follows, needs a dot, `1.0e-3`, and reads `1e-3` as a string)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python values, with YamlLoader (floats like `1e-3` included)."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as error:
@@ -231,6 +267,9 @@ def _preset_layers(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]
     if not isinstance(base, str):
         raise ConfigError(f"{preset_path(name)}: preset must be a name, one of {', '.join(list_presets())}")
     return _preset_layers(base, (*seen, name)) + [data]
+
+
+merge = _merge  # a mapping layered over another, nested mappings key by key
 
 
 def load_study(preset: str, config_file: Path | None = None,
@@ -284,6 +323,10 @@ def non_default(instance: Any) -> dict[str, Any]:
 def result_relevant(train: TrainConfig) -> dict[str, Any]:
     """The training settings that change a run's numbers and are not at their default (not
     where data lives, how many loader workers or how often checkpoints are written)."""
-    ignored = {"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
-               "accelerator", "compile"}
-    return {k: v for k, v in non_default(train).items() if k not in ignored}
+    return {k: v for k, v in non_default(train).items() if k not in NOT_IN_HASH}
+
+
+# Settings that do not change a run's numbers: where data lives, loader workers, how often
+# checkpoints are written, the hardware a run is spread over, compilation.
+NOT_IN_HASH = frozenset({"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
+                         "accelerator", "compile"})

@@ -20,7 +20,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.profilers import SimpleProfiler
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
@@ -34,7 +33,10 @@ from .definitions import study_steps
 from .datasets import describe, fingerprint
 from .records import (RECORD_VERSION, CorruptRecordError, git_state, load_records, read_record, record_filename,
                       run_lock, run_name, write_manifest, write_record)
+from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
 from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
+from .weights import load_pretrained, save_weights, spec_of, weights_path
+
 
 class RunInterrupted(Exception):
     """SIGINT/SIGTERM/SIGUSR1 arrived; a checkpoint was saved at the last finished batch."""
@@ -235,35 +237,50 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     ]
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
-    logger = CSVLogger(dirs["logs"], name=run.name, version=run.hash[:8])
+    loggers = make_loggers(study.logger, dirs["logs"], study.name, run.name, run.hash[:8],
+                           tags={"step": run.step.slug, "seed": run.seed, "config_hash": run.hash})
+    logger = loggers[0]  # CSV: the report reads its metrics.csv
+    callbacks.append(learning_rate_monitor())
+    if not sys.stderr.isatty():  # no progress bar: one line per validation check
+        callbacks.append(ProgressLine(run.step.index, run.step.slug, run.seed, throughput))
     if SLURMEnvironment.detect():
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
         # script requeues. Lightning's own requeue would race with it.
         trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     profiler = SimpleProfiler() if profile else None
     trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator),
-                         logger=logger, profiler=profiler, callbacks=callbacks,
+                         logger=loggers, profiler=profiler, callbacks=callbacks,
                          val_check_interval=1.0 / cfg.val_checks_per_epoch,
-                         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
+                         enable_progress_bar=progress_bar, enable_model_summary=False,
+                         log_every_n_steps=log_every_n_steps(datamodule.num_train, cfg.batch_size,
+                                                             world_size_of(study)),
                          num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
     module = RoadmapClassifier(run.step, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
     resume = run.checkpoint_dir / "last.ckpt"
+    if cfg.pretrained and not resume.exists():
+        load_pretrained(module.model, run.step.slug, datamodule.in_chans)
     if resume.exists() and hasattr(datamodule, "resume_loader_state"):
         datamodule.resume_loader_state = saved_loader_state(resume)
     stopper.install()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
+        finally:
+            stopper.uninstall()
+        if trainer.interrupted:
+            raise RunInterrupted(stopper.received or "interrupted")
+        if "val_top1" not in trainer.callback_metrics:
+            # Resumed from a checkpoint that had finished training (killed before its record was
+            # written): fit has nothing left to do, so validate the restored weights once more.
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
-        stopper.uninstall()
-    if trainer.interrupted:
-        raise RunInterrupted(stopper.received or "interrupted")
-    if "val_top1" not in trainer.callback_metrics:
-        # Resumed from a checkpoint that had finished training (killed before its record was
-        # written): fit has nothing left to do, so validate the restored weights once more.
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+        finish_loggers(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model
+    weights = weights_path(dirs["base"], run.step.slug, run.seed, run.hash)
+    if trainer.is_global_zero:
+        save_weights(weights, model)
     commit, dirty = git_state()
     record = {
         **_identity(study, preset, run),
@@ -277,6 +294,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         "train_images": datamodule.num_train, "val_images": datamodule.num_val,
         "git_commit": commit, "git_dirty": dirty, "world_size": trainer.world_size,
         "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
+        "weights": os.path.relpath(weights, dirs["base"]), "num_classes": datamodule.num_classes,
+        "in_chans": datamodule.in_chans, "spec": spec_of(run.step),
     }
     if profiler is not None:
         record["time_split"] = time_split(profiler, record["wall_time_s"])

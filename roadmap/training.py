@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,7 +15,7 @@ from torchvision.transforms import v2
 
 from convnext_steps import Step, build_model, get_step
 
-from .config import TrainConfig
+from .config import TrainConfig, from_dict
 from .data import run_seed
 
 
@@ -32,10 +33,17 @@ class RoadmapClassifier(pl.LightningModule):
     # How often the loss is checked for NaN/inf: a host sync, so not at every step.
     FINITE_CHECK_EVERY = 20
 
-    def __init__(self, step: Step | str, cfg: TrainConfig, num_classes: int, in_chans: int, world_size: int = 1) -> None:
+    def __init__(self, step: Step | str, cfg: TrainConfig | dict[str, Any], num_classes: int, in_chans: int,
+                 world_size: int = 1, spec: dict[str, Any] | None = None) -> None:
         super().__init__()
-        step = get_step(step)
-        self.save_hyperparameters({"step": step.slug, "num_classes": num_classes, "in_chans": in_chans})
+        from .weights import spec_of, step_from_spec
+        if isinstance(cfg, dict):  # from a checkpoint's hyperparameters: load_from_checkpoint(path)
+            cfg = from_dict(TrainConfig, cfg, "train.")
+        step = step_from_spec(step, spec) if isinstance(step, str) else get_step(step)
+        # Everything needed to rebuild the module, a step defined in a study included (its
+        # spec; width_mult is in cfg); also what the trackers log as hyperparameters.
+        self.save_hyperparameters({"step": step.slug, "spec": spec_of(step), "cfg": asdict(cfg),
+                                   "num_classes": num_classes, "in_chans": in_chans, "world_size": world_size})
         self.cfg = cfg
         self.world_size = world_size
         self.model = build_model(step, num_classes=num_classes, in_chans=in_chans, width_mult=cfg.width_mult,
