@@ -6,7 +6,6 @@ paper's changes, so two steps differ exactly in the knobs their change names.
 
 from __future__ import annotations
 
-import types
 import typing
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -15,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
+
+from .typecheck import matches, type_text
 
 StemKind = Literal["resnet", "patchify"]
 BlockKind = Literal["bottleneck", "inverted", "dw_first"]
@@ -83,8 +84,8 @@ class NetSpec:
             if typing.get_origin(kind) is Literal:
                 if value not in typing.get_args(kind):
                     raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {', '.join(map(repr, typing.get_args(kind)))}")
-            elif not _is_instance(value, kind):
-                raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {_type_text(kind)}")
+            elif not matches(value, kind):
+                raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {type_text(kind)}")
         if len(self.stage_depths) != 4 or min(self.stage_depths) < 1:
             raise ValueError(f"NetSpec.stage_depths={self.stage_depths!r}; need 4 positive ints")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -100,28 +101,6 @@ class NetSpec:
     def diff(self, other: NetSpec) -> set[str]:
         """Names of the fields whose values differ between two specs."""
         return {f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
-
-
-def _is_instance(value: Any, kind: Any) -> bool:
-    """isinstance for NetSpec's annotations: unions, fixed tuples of ints, no bool for a number."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_instance(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if origin is tuple:
-        args = typing.get_args(kind)
-        return isinstance(value, tuple) and len(value) == len(args) and all(
-            _is_instance(v, a) for v, a in zip(value, args))
-    if kind in (int, float) and isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-def _type_text(kind: Any) -> str:
-    return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 _FIELD_TYPES = typing.get_type_hints(NetSpec)

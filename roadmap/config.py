@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from convnext_steps.typecheck import matches, type_text
 
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
@@ -152,31 +153,6 @@ def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
     return from_dict(TrainConfig, _merge(asdict(study.train), dict(step.train)), f"define[{step.slug}].train.")
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is Any:
-        return True
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if origin is dict:
-        key, item = typing.get_args(annotation)
-        return isinstance(value, dict) and all(_type_ok(k, key) and _type_ok(v, item) for k, v in value.items())
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
-
-
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build a dataclass from a mapping; unknown keys and wrong types are ConfigErrors that
     name the key and what is allowed."""
@@ -192,8 +168,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         annotation = hints[key]
         if is_dataclass(annotation):
             value = from_dict(annotation, value, f"{path}.")
-        elif not _type_ok(value, annotation):
-            raise ConfigError(f"{path}: {value!r} is not of type {_type_name(annotation)}")
+        elif not matches(value, annotation):
+            raise ConfigError(f"{path}: {value!r} is not of type {type_text(annotation)}")
         if annotation is float or float in typing.get_args(annotation):
             value = float(value) if isinstance(value, int) else value
         kwargs[key] = value

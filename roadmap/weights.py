@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,7 +34,7 @@ from convnext_steps import NetSpec, Step, build_model, get_step, load_torchvisio
 
 from .config import ConfigError, StudyConfig, TrainConfig, from_dict
 from .lookup import find_record
-from .records import run_name
+from .records import atomic_write, run_name
 
 # The steps torchvision has ImageNet weights for, and the name of their weights enum.
 TORCHVISION_WEIGHTS = {"resnet50": "ResNet50_Weights", "convnext_t": "ConvNeXt_Tiny_Weights"}
@@ -74,17 +72,7 @@ def save_weights(path: Path, model: nn.Module) -> Path:
     """torch.save of the model's state_dict (CPU, contiguous tensors) to a temporary file in
     the same folder, fsync, then rename over `path`: never a half-written file."""
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(state, handle), binary=True)
     return path
 
 
