@@ -139,7 +139,7 @@ def test_a_default_valued_key_set_explicitly_is_the_same_run():
     assert [h for *_, h in study_runs(plain)] != [h for *_, h in study_runs(other)]
 
 
-@pytest.mark.parametrize("name", ["leave_one_out", "micro_first", "small_images", "recipe_vs_architecture"])
+@pytest.mark.parametrize("name", ["leave_one_out", "micro_first", "small_images", "recipe_vs_architecture", "readings"])
 def test_shipped_question_studies_are_valid_and_plan(name, tmp_path):
     result = run_cli("--config", str(ROOT / "ablations" / f"{name}.yaml"), "--dry-run", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
