@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from roadmap import signals  # light: the signal module only
+
 REPO = Path(__file__).resolve().parent
 DEFAULT_PRESET = "cpu"
 
@@ -80,13 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    from roadmap.config import ConfigError
     study: dict[str, Any] = {}
     train: dict[str, Any] = {}
-    if args.steps:
+    if args.steps is not None:
+        if not args.steps.strip(" ,"):  # an empty --steps (an unset shell variable) is not "all"
+            raise ConfigError(f"--steps {args.steps!r} names no step; give all, slugs, indices or ranges, e.g. 0-5,kernel_7")
         study["steps"] = args.steps
     if args.seeds is not None:
         if args.seeds < 1:
-            raise SystemExit("error: --seeds must be >= 1")
+            raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
         study["seeds"] = list(range(args.seeds))
     if args.seed is not None:
         study["seeds"] = [args.seed]
@@ -103,7 +108,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    if not text:
+    from roadmap.config import ConfigError
+    if text is None:
         return 0, 1
     try:
         index, count = (int(x) for x in text.split("/"))
@@ -111,7 +117,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
             return index, count
     except ValueError:
         pass
-    raise SystemExit(f"error: --shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
+    raise ConfigError(f"--shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
 
 
 def print_listing(roadmap: str | None = None) -> None:
@@ -124,7 +130,10 @@ def print_listing(roadmap: str | None = None) -> None:
 
 
 def plot_command(args: argparse.Namespace) -> int:
+    from roadmap.config import check_study_name
     from roadmap.report import draw_figures, markdown_table, write_tables
+    if args.study is not None:
+        check_study_name(args.study, "--study")
     studies = [args.study] if args.study else sorted(p.name for p in args.out.glob("*") if (p / "runs").is_dir())
     if not studies:
         raise SystemExit(f"error: no study with records in {args.out}; train one first (python runner.py --steps all)")
@@ -136,6 +145,7 @@ def plot_command(args: argparse.Namespace) -> int:
         print(f"\n## {name}\n\n{markdown_table(table)}")
         for path in draw_figures(study_dir, args.plots / name):
             print(f"wrote {path}")
+        signals.check(f"tables and figures of {name} are drawn")
     return 0
 
 
@@ -171,12 +181,12 @@ def train_command(args: argparse.Namespace) -> int:
                                world_size_of, write_study_manifest)
 
     overrides = overrides_from(args)
+    shard = parse_shard(args.shard)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
     from roadmap.trackers import check_installed
     from roadmap.weights import check_pretrained, ensure_torchvision_weights
     check_installed(study.logger)
     check_pretrained(study)
-    shard = parse_shard(args.shard)
     check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)
@@ -187,6 +197,7 @@ def train_command(args: argparse.Namespace) -> int:
     if others:
         print(f"note: {others} record(s) of other configs of study {study.name} are kept in "
               f"{args.out / study.name / 'runs'} and left out of its tables and figures")
+    signals.check("nothing was trained yet")
     if not args.dry_run and process_rank() == 0:
         write_study_manifest(study, preset, args.out)
     if args.dry_run:
@@ -227,48 +238,61 @@ def train_command(args: argparse.Namespace) -> int:
         print(markdown_table(table))
         for path in draw_figures(study_dir, args.plots / study.name):
             print(f"wrote {path}")
+        signals.check("every run is recorded and the tables and figures are drawn")
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.list:
-        try:
-            print_listing(args.roadmap)
-        except KeyError as error:
-            print(f"error: {error.args[0]}", file=sys.stderr)
-            return 2
-        return 0
-    from roadmap.config import ConfigError
-    from roadmap.data import DataError
-    from roadmap.records import CorruptRecordError
-    from roadmap.study import RunInterrupted
+    # From here to the last record a stop signal only raises a flag, honoured at the next safe
+    # point (roadmap/signals.py): before the heavy imports, so no window is left uncovered.
+    signals.install()
     try:
-        if args.names and args.command != "compare":
-            raise ConfigError(f"unexpected argument(s) {' '.join(args.names)}: only compare takes study names")
-        if args.command == "train" and args.step is not None:  # --step was once short for --steps
-            if args.steps:
-                raise ConfigError("--step is for evaluate; to train, give --steps")
-            args.steps = args.step
-        commands = {"plot": plot_command, "evaluate": evaluate_command, "compare": compare_command,
-                    "train": train_command}
-        return commands[args.command](args)
-    except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) else str(error)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except RunInterrupted as stop:
-        print(f"interrupted ({stop}): a checkpoint was saved; run the same command again to resume",
+        return _main(argv)
+    finally:
+        signals.uninstall()
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_intermixed_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        if args.list:
+            try:
+                print_listing(args.roadmap)
+            except KeyError as error:
+                print(f"error: {error.args[0]}", file=sys.stderr)
+                return 2
+            return 0
+        from roadmap.config import ConfigError
+        from roadmap.data import DataError
+        from roadmap.records import CorruptRecordError
+        signals.check("nothing was trained yet")
+        try:
+            if args.names and args.command != "compare":
+                raise ConfigError(f"unexpected argument(s) {' '.join(args.names)}: only compare takes study names")
+            if args.command == "train" and args.step is not None:  # --step was once short for --steps
+                if args.steps:
+                    raise ConfigError("--step is for evaluate; to train, give --steps")
+                args.steps = args.step
+            commands = {"plot": plot_command, "evaluate": evaluate_command, "compare": compare_command,
+                        "train": train_command}
+            return commands[args.command](args)
+        except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
+            message = error.args[0] if isinstance(error, KeyError) else str(error)
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        except OSError as error:
+            print(f"error: {error.strerror or error} ({error.filename or ''}); free space or fix permissions, "
+                  "then run the same command again", file=sys.stderr)
+            return 1
+    except signals.RunInterrupted as stop:
+        print(f"interrupted ({stop.signal_name}): {stop.detail}; run the same command again to resume",
               file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        print(f"interrupted ({signals.received() or 'SIGINT'}): stopped at once; checkpoints and records are "
+              "written whole or not at all; run the same command again to resume", file=sys.stderr)
         return 130
-    except OSError as error:
-        print(f"error: {error.strerror or error} ({error.filename or ''}); free space or fix permissions, "
-              "then run the same command again", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -83,6 +84,11 @@ class TrainConfig:
         from .datasets import DATASETS
         if self.dataset not in DATASETS:
             raise ConfigError(f"train.dataset: {self.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
+        for item in fields(self):  # nan and inf pass every comparison below: refuse them first
+            value = getattr(self, item.name)
+            for number in (value if isinstance(value, list) else [value]):
+                if isinstance(number, float) and not math.isfinite(number):
+                    raise ConfigError(f"train.{item.name} must be a finite number, got {value}")
         positive = ("resolution", "epochs", "batch_size", "lr_reference_batch", "val_checks_per_epoch",
                     "num_nodes", "synthetic_train_size", "synthetic_val_size", "checkpoint_every_s")
         for name in positive:
@@ -105,11 +111,43 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer: {self.optimizer!r} is unknown; allowed: adamw, sgd")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
         if self.pretrained is not None and self.pretrained not in PRETRAINED:
             raise ConfigError(f"train.pretrained: {self.pretrained!r} is unknown; allowed: "
                               f"{', '.join(PRETRAINED)} or null")
+        if self.dataset == "imagefolder" and self.crop_padding != TrainConfig.crop_padding:
+            # Refused, not honoured: image folders crop with RandomResizedCrop (the paper's
+            # recipe), which zero padding has no place in; honouring the default 4 would add
+            # padding crops to the image-folder presets, and a new default would change the
+            # hash of every existing run. So crop_padding is the in-memory data sets' knob.
+            raise ConfigError(f"train.crop_padding={self.crop_padding} applies to in-memory data sets only; image "
+                              "folders crop with RandomResizedCrop: leave crop_padding out of an imagefolder study")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        for name in ("min_lr", "weight_decay", "mixup_alpha", "cutmix_alpha", "randaugment_ops", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        self.check_lightning_names()
+
+    def check_lightning_names(self) -> None:
+        """precision, accelerator, strategy and devices as Lightning takes them (a wrong one was
+        a traceback when the first run built its Trainer)."""
+        precisions, accelerators, strategies = lightning_choices()
+        if self.precision not in precisions:
+            raise ConfigError(f"train.precision: {self.precision!r} is unknown; allowed: {', '.join(precisions)}")
+        if self.accelerator not in accelerators:
+            raise ConfigError(f"train.accelerator: {self.accelerator!r} is unknown; allowed: {', '.join(accelerators)}")
+        if self.strategy not in strategies:
+            common = [name for name in strategies if "_" not in name]  # the registry's variants left out
+            raise ConfigError(f"train.strategy: {self.strategy!r} is unknown; allowed: {', '.join(common)} and their "
+                              "variants in Lightning's StrategyRegistry (e.g. ddp_find_unused_parameters_true)")
+        devices = self.devices.strip().rstrip(",")
+        ids = devices.split(",")
+        if not (devices in ("auto", "-1") or (all(i.strip().isdigit() for i in ids) and
+                                               (len(ids) > 1 or int(ids[0]) > 0))):
+            raise ConfigError(f"train.devices: {self.devices!r} must be auto, a number of devices > 0, -1 (all) "
+                              "or a list of device indices such as 0,1")
 
 
 @dataclass
@@ -133,13 +171,15 @@ class StudyConfig:
     logger: list[str] = field(default_factory=lambda: ["csv"])
 
     def check(self) -> None:
-        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            raise ConfigError(f"name: {self.name!r} must be non-empty letters, digits, - _ .")
+        check_study_name(self.name, "name")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds: need distinct non-negative integers, got {self.seeds}")
         for name in self.logger:
             if name not in LOGGERS:
                 raise ConfigError(f"logger: {name!r} is unknown; allowed: {', '.join(LOGGERS)}")
+        if max(self.seeds) >= MAX_SEED:
+            # Lightning's seed_everything raises on a seed out of numpy's range (a traceback mid-study)
+            raise ConfigError(f"seeds: each must be below 2**32 = {MAX_SEED}, got {max(self.seeds)}")
         self.train.check()
         from .definitions import study_steps
         for step in study_steps(self):  # every step resolves, builds and has a valid recipe
@@ -151,6 +191,29 @@ def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
     if not step.train:
         return study.train
     return from_dict(TrainConfig, _merge(asdict(study.train), dict(step.train)), f"define[{step.slug}].train.")
+
+
+MAX_SEED = 2**32
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def check_study_name(name: Any, where: str) -> None:
+    """A study's name is a folder name under results/ and plots/: a plain name, never a path."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: {name!r} must be a plain name: letters, digits, - and _, not starting "
+                          "with - or _ (no dots, no path)")
+
+
+def lightning_choices() -> tuple[list[str], list[str], list[str]]:
+    """The precision, accelerator and strategy names Lightning takes ("auto" first)."""
+    from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+    from pytorch_lightning.strategies import StrategyRegistry
+    precisions = ["auto", *typing.get_args(_PRECISION_INPUT_STR), *typing.get_args(_PRECISION_INPUT_STR_ALIAS)]
+    accelerators = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    return precisions, accelerators, ["auto", *StrategyRegistry.available_strategies()]
+
+
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
@@ -198,10 +261,14 @@ def parse_yaml(text: str) -> Any:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass a study YAML file")
     try:
-        data = parse_yaml(path.read_text())
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -209,7 +209,11 @@ class InMemoryDataModule(pl.LightningDataModule):
 
 class ImageFolderDataModule(pl.LightningDataModule):
     """ImageNet-style folders (`train/<class>/*.JPEG`, `val/<class>/*.JPEG`) with the paper's
-    per-sample augmentation in DataLoader workers."""
+    per-sample augmentation in DataLoader workers. Resumes exactly, like the in-memory path:
+    the batch order is a function of (seed, epoch), each sample's augmentation a function of
+    (seed, epoch, index), and the position in the epoch is saved in checkpoints
+    (roadmap/sampler.py). train_subset/val_subset and hflip are honoured; crop_padding does
+    not apply (TrainConfig.check refuses a value other than its default)."""
 
     def __init__(self, cfg: TrainConfig, seed: int) -> None:
         super().__init__()
@@ -219,7 +223,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise DataError(f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ "
                             "class sub-folders (ImageNet or Imagenette layout); pass --data-dir")
         r = cfg.resolution
-        train_ops: list[Any] = [v2.RandomResizedCrop(r, antialias=True), v2.RandomHorizontalFlip()]
+        train_ops: list[Any] = [v2.RandomResizedCrop(r, antialias=True)]
+        if cfg.hflip:
+            train_ops.append(v2.RandomHorizontalFlip())
         if cfg.randaugment_ops:
             train_ops.append(v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude))
         train_ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -227,10 +233,22 @@ class ImageFolderDataModule(pl.LightningDataModule):
             train_ops.append(v2.RandomErasing(cfg.random_erasing))
         val_ops = [v2.Resize(int(r / 0.875), antialias=True), v2.CenterCrop(r), v2.ToImage(),
                    v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        self.train_set = datasets.ImageFolder(str(root / "train"), v2.Compose(train_ops))
-        self.val_set = datasets.ImageFolder(str(root / "val"), v2.Compose(val_ops))
-        self.num_classes = len(self.train_set.classes)
+        self.train_transform = v2.Compose(train_ops)
+        self.train_set = self._subset(datasets.ImageFolder(str(root / "train")), cfg.train_subset)
+        self.val_set = self._subset(datasets.ImageFolder(str(root / "val"), v2.Compose(val_ops)), cfg.val_subset)
+        self.num_classes = len(self.train_set.dataset.classes)
         self.in_chans = 3
+        # Set by the runner from a checkpoint before fit (as InMemoryDataModule's).
+        self.resume_loader_state: dict[str, int] | None = None
+
+    @staticmethod
+    def _subset(dataset: datasets.ImageFolder, limit: int | None) -> torch.utils.data.Subset:
+        """The first `limit` images of a fixed random permutation (the same for every seed),
+        as the in-memory data sets' subsets."""
+        order = torch.arange(len(dataset))
+        if limit is not None and limit < len(dataset):
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(4321))[:limit]
+        return torch.utils.data.Subset(dataset, order.tolist())
 
     @property
     def num_train(self) -> int:
@@ -240,17 +258,27 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def num_val(self) -> int:
         return len(self.val_set)
 
-    def _loader(self, dataset: datasets.ImageFolder, train: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=train, drop_last=train,
-                          num_workers=self.cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.cfg.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed))
+    def _shard(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = self.cfg.num_workers
+        return {"batch_size": self.cfg.batch_size, "num_workers": workers, "pin_memory": torch.cuda.is_available(),
+                "persistent_workers": workers > 0}
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        from .sampler import ResumableLoader, ResumableSampler, SeededSamples
+        sampler = ResumableSampler(len(self.train_set), self.cfg.batch_size, self.seed, self._shard())
+        if self.resume_loader_state:
+            sampler.load_state_dict(self.resume_loader_state)
+            self.resume_loader_state = None
+        return ResumableLoader(SeededSamples(self.train_set, self.train_transform, self.seed), sampler=sampler,
+                               drop_last=True, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        from .sampler import ShardSampler
+        return DataLoader(self.val_set, sampler=ShardSampler(len(self.val_set), self._shard()), **self._loader_kwargs())
 
 
 def make_datamodule(cfg: TrainConfig, seed: int) -> InMemoryDataModule | ImageFolderDataModule:

@@ -77,7 +77,9 @@ def run_jobs(argv: list[str], jobs: int) -> int:
     for k in range(jobs):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ROADMAP_JOB": f"{k + 1}/{jobs}"}
         command = [sys.executable, str(RUNNER), *argv, "--jobs", "1", "--threads", str(threads), "--no-report"]
-        children.append(subprocess.Popen(command, env=env))
+        # Its own session: a terminal's Ctrl-C reaches the parent alone, which forwards it
+        # once (twice would stop a job at once instead of at its next checkpoint).
+        children.append(subprocess.Popen(command, env=env, start_new_session=True))
 
     def forward(signum: int, frame: object) -> None:
         for child in children:

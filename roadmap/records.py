@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import tempfile
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from .locks import run_lock  # noqa: F401 - the runner's lock per run (roadmap/locks.py)
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 
@@ -166,46 +167,3 @@ def git_state() -> tuple[str, bool]:
         return commit, dirty
     except (OSError, subprocess.SubprocessError):
         return "unknown", True
-
-
-@contextmanager
-def run_lock(path: Path) -> Iterator[bool]:
-    """An exclusive lock file per run, so that two runners on one study (or shards on a shared
-    filesystem) never train the same run twice. Yields False if another live process holds it;
-    a lock left by a dead process on this host is taken over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if _lock_is_stale(path):
-                path.unlink(missing_ok=True)
-                continue
-            yield False
-            return
-        with os.fdopen(fd, "w") as handle:
-            handle.write(me)
-        try:
-            yield True
-        finally:
-            if path.exists() and path.read_text() == me:
-                path.unlink(missing_ok=True)
-        return
-    yield False
-
-
-def _lock_is_stale(path: Path) -> bool:
-    try:
-        host, pid = path.read_text().split()
-    except (OSError, ValueError):
-        return False  # being written right now, or unreadable: leave it alone
-    if host != socket.gethostname():
-        return False  # we cannot see the other host's processes
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -9,7 +9,6 @@ import functools
 import logging
 import os
 import platform
-import signal
 import sys
 import time
 import warnings
@@ -19,13 +18,19 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
+from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.profilers import SimpleProfiler
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from convnext_steps import Step, build_model
 from convnext_steps.complexity import count_macs, count_params
 
+from . import signals
+from .checkpoints import (AtomicCheckpointIO, EpochEndCheckpoint, GracefulStop, PatientModelCheckpoint, drop_previous,
+                          has_checkpoint, resume_point)
+from .signals import RunInterrupted
+
+from .curves import CurveKeeper, ResumableCSVLogger, checkpoint_rows
 from .config import (ConfigError, StudyConfig, TrainConfig, config_hash, non_default, result_relevant,
                      run_train_config)
 from .data import make_datamodule
@@ -36,10 +41,6 @@ from .records import (RECORD_VERSION, CorruptRecordError, git_state, load_record
 from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
 from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
 from .weights import load_pretrained, save_weights, spec_of, weights_path
-
-
-class RunInterrupted(Exception):
-    """SIGINT/SIGTERM/SIGUSR1 arrived; a checkpoint was saved at the last finished batch."""
 
 
 @dataclass
@@ -110,7 +111,7 @@ def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)
                       file=sys.stderr)
             else:
                 state = record["status"]
-        if state == "todo" and (checkpoint_dir / "last.ckpt").exists():
+        if state == "todo" and has_checkpoint(checkpoint_dir):
             state = "resume"
         runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state, train))
     return runs
@@ -163,38 +164,6 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-class GracefulStop(pl.Callback):
-    """Turn SIGINT/SIGTERM/SIGUSR1 into a checkpoint at the next batch boundary (a consistent
-    state: the optimizer step is complete) followed by RunInterrupted."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self, checkpoint_path: Path) -> None:
-        self.checkpoint_path = checkpoint_path
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-    def install(self) -> None:
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handler)
-
-    def uninstall(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.received:
-            trainer.save_checkpoint(self.checkpoint_path)
-            raise RunInterrupted(self.received)
-
-    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.received:  # the last checkpoint stays the resume point
-            raise RunInterrupted(self.received)
-
-
 @functools.lru_cache(maxsize=None)
 def cpu_has_native_bf16() -> bool:
     """Does this CPU compute bf16 dot products in hardware (AVX-512 BF16 or AMX)? Without
@@ -226,27 +195,37 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     started = time.time()
     pl.seed_everything(run.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg, run.seed)
+    # last.ckpt, else previous.ckpt; one that cannot be loaded is set aside (a warning)
+    resume, saved = resume_point(run.checkpoint_dir, owner=process_rank() == 0)
+    if saved is not None and hasattr(datamodule, "resume_loader_state"):
+        datamodule.resume_loader_state = saved_loader_state(saved)
+    keep_rows = checkpoint_rows(saved)  # of the CSV log, when resuming
+    del saved  # Lightning loads it again; do not hold two copies during training
     trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
                                       "num_nodes": cfg.num_nodes, "strategy": cfg.strategy}
-    stopper = GracefulStop(run.checkpoint_dir / "last.ckpt")
+    stopper = GracefulStop(run.checkpoint_dir / "last.ckpt", run.name)
     throughput = Throughput()
     callbacks: list[pl.Callback] = [
-        DeterministicResume(run.seed), throughput, stopper,
-        ModelCheckpoint(dirpath=run.checkpoint_dir, save_last=True, save_top_k=0,
-                        train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s)),
+        CurveKeeper(), DeterministicResume(run.seed), throughput, stopper,
+        PatientModelCheckpoint(dirpath=run.checkpoint_dir, save_last=True, save_top_k=0,
+                        train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s),
+                        enable_version_counter=False),  # always last.ckpt, never last-v1.ckpt
+        EpochEndCheckpoint(run.checkpoint_dir / "last.ckpt"),
     ]
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
-    loggers = make_loggers(study.logger, dirs["logs"], study.name, run.name, run.hash[:8],
+    csv_logger = ResumableCSVLogger(dirs["logs"], name=run.name, version=run.hash[:8], keep=keep_rows)
+    loggers = make_loggers(csv_logger, study.logger, dirs["logs"], study.name, run.name, run.hash[:8],
                            tags={"step": run.step.slug, "seed": run.seed, "config_hash": run.hash})
     logger = loggers[0]  # CSV: the report reads its metrics.csv
     callbacks.append(learning_rate_monitor())
     if not sys.stderr.isatty():  # no progress bar: one line per validation check
         callbacks.append(ProgressLine(run.step.index, run.step.slug, run.seed, throughput))
+    trainer_kwargs["plugins"] = [AtomicCheckpointIO()]  # checkpoints are never half-written
     if SLURMEnvironment.detect():
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
         # script requeues. Lightning's own requeue would race with it.
-        trainer_kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+        trainer_kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
     profiler = SimpleProfiler() if profile else None
     trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator),
                          logger=loggers, profiler=profiler, callbacks=callbacks,
@@ -254,26 +233,24 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
                          enable_progress_bar=progress_bar, enable_model_summary=False,
                          log_every_n_steps=log_every_n_steps(datamodule.num_train, cfg.batch_size,
                                                              world_size_of(study)),
-                         num_sanity_val_steps=0, deterministic=False, **trainer_kwargs)
+                         num_sanity_val_steps=0, deterministic=False,
+                         use_distributed_sampler=False,  # the loaders shard by rank themselves (exact resume)
+                         **trainer_kwargs)
     module = RoadmapClassifier(run.step, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
-    resume = run.checkpoint_dir / "last.ckpt"
-    if cfg.pretrained and not resume.exists():
+    if cfg.pretrained and resume is None:
         load_pretrained(module.model, run.step.slug, datamodule.in_chans)
-    if resume.exists() and hasattr(datamodule, "resume_loader_state"):
-        datamodule.resume_loader_state = saved_loader_state(resume)
-    stopper.install()
     try:
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
-        finally:
-            stopper.uninstall()
-        if trainer.interrupted:
-            raise RunInterrupted(stopper.received or "interrupted")
-        if "val_top1" not in trainer.callback_metrics:
-            # Resumed from a checkpoint that had finished training (killed before its record was
-            # written): fit has nothing left to do, so validate the restored weights once more.
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+        with signals_as_interruption(run):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+            if trainer.interrupted:
+                raise RunInterrupted(signals.received() or "interrupted", f"{run.name} was interrupted")
+            if "val_top1" not in trainer.callback_metrics:
+                # Resumed from a checkpoint that had finished training (killed before its record
+                # was written): fit has nothing left to do, so validate the restored weights once
+                # more. Its curve already holds this validation (logged before that checkpoint).
+                trainer.loggers = []
+                trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
         finish_loggers(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -302,6 +279,18 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     return record
 
 
+@contextlib.contextmanager
+def signals_as_interruption(run: Run) -> Any:
+    """Lightning ends a fit hit by SIGTERM with a SystemExit (SIGTERMException, exit code 0) and
+    one hit by KeyboardInterrupt (Ctrl-C twice) with sys.exit(1): both are interruptions."""
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        if signals.received():
+            raise RunInterrupted(signals.received(), f"{run.name} keeps its last checkpoint") from None
+        raise
+
+
 def time_split(profiler: SimpleProfiler, wall_s: float) -> dict[str, float]:
     """A run's wall time as model compute (Lightning's optimizer_step: forward, loss, backward,
     AdamW; and validation_step), data (fetching batches, augmentation included) and the rest:
@@ -317,9 +306,8 @@ def time_split(profiler: SimpleProfiler, wall_s: float) -> dict[str, float]:
     return {"model_s": model_s, "data_s": data_s, "framework_s": wall_s - model_s - data_s}
 
 
-def saved_loader_state(checkpoint: Path) -> dict[str, int] | None:
+def saved_loader_state(state: dict[str, Any]) -> dict[str, int] | None:
     """The in-memory loader's position (epoch, batches consumed) stored in a checkpoint."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
     loaders = state.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [None]
     return loaders[0]
 
@@ -350,7 +338,13 @@ def quiet_lightning() -> None:
 
 def process_rank() -> int:
     """This process's global rank when Lightning's DDP launcher or SLURM's srun started several
-    processes (each runs the whole study loop in step; only rank 0 takes locks and writes)."""
+    processes (each runs the whole study loop in step; only rank 0 takes locks and writes).
+    Rank variables count only in a world of several processes (WORLD_SIZE or SLURM_NTASKS > 1):
+    a RANK left in the environment by something else made a single process train every run
+    without taking its lock or writing its record."""
+    sizes = [int(os.environ[n]) for n in ("WORLD_SIZE", "SLURM_NTASKS") if os.environ.get(n, "").isdigit()]
+    if max(sizes, default=1) <= 1:
+        return 0
     for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
@@ -378,6 +372,7 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
     finished_times: list[float] = []
     failures = [r for r in runs if r.state == "failed" and not retry_failed]
     for i, run in enumerate(todo, 1):
+        signals.check(f"{len(finished_times)} run(s) trained and recorded, none in progress")
         elapsed = time.time() - started
         eta = (f"ETA {_format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
                if finished_times else "ETA after the first run")
@@ -406,10 +401,12 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
                 say(f"  FAILED: {error}; recorded in {run.record_path}; the study goes on", flush=True)
             if rank_zero:
                 write_record(run.record_path, record)
+                drop_previous(run.checkpoint_dir)
             finished_times.append(time.time() - run_started)
             if record["status"] == "done":
                 say(f"  done: top-1 {record['top1']:.2f}%  train {record['train_throughput']:.0f} img/s"
                       f"  {_format_seconds(record['wall_time_s'])}", flush=True)
+    signals.check(f"{len(finished_times)} run(s) trained and recorded, none in progress")
     say(f"study {study.name}: {len(finished_times)} run(s) trained in {_format_seconds(time.time() - started)}; "
           f"records in {dirs['runs']}", flush=True)
     if failures and rank_zero:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers import Logger
 
 from .config import LOGGERS, ConfigError
 
@@ -48,11 +48,11 @@ def check_installed(names: list[str]) -> None:
                               f"pip install -e '.[{extra}]'") from None
 
 
-def make_loggers(names: list[str], logs_dir: Path, study: str, run_name: str, version: str,
+def make_loggers(csv_logger: Logger, names: list[str], logs_dir: Path, study: str, run_name: str, version: str,
                  tags: dict[str, Any] | None = None) -> list[Logger]:
     """The CSV logger first (the report reads it, and Lightning's `trainer.log_dir` is the
     first logger's), then the requested trackers, in the order given, each once."""
-    loggers: list[Logger] = [CSVLogger(logs_dir, name=run_name, version=version)]
+    loggers: list[Logger] = [csv_logger]
     for name in dict.fromkeys(names):
         if name == "tensorboard":
             from pytorch_lightning.loggers import TensorBoardLogger

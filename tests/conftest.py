@@ -11,3 +11,19 @@ sys.path.insert(0, str(ROOT))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+    """The uninterrupted run of robust_helpers' tiny study (in-process, no figures): the record
+    every interrupted and resumed run must match bit for bit."""
+    import runner
+    from robust_helpers import main_args, no_figures, records, tiny_study
+    tmp = tmp_path_factory.mktemp("tiny_reference")
+    with pytest.MonkeyPatch.context() as mp:
+        no_figures(mp)
+        assert runner.main(main_args(tiny_study(tmp), tmp / "out")) == 0
+    record = records(tmp / "out")["patchify_stem__seed0"]
+    record["_metrics_csv"] = str(next((tmp / "out" / "tiny" / record["log_dir"]).rglob("metrics.csv")))
+    record["_out"] = str(tmp / "out")
+    return record
