@@ -2,10 +2,13 @@
 """Train the steps of the ResNet-50 -> ConvNeXt-T roadmap, record results, draw the figure.
 
   python runner.py --list                      the 16 steps, their cost and the paper's numbers
+  python runner.py --list --roadmap resnet200  the same for ResNet-200 -> ConvNeXt-B
   python runner.py --steps all                 the default study (preset "cpu": Fashion-MNIST)
   python runner.py --steps 0-5,kernel_7 --preset smoke --seeds 2
   python runner.py --config my_study.yaml --dry-run
   python runner.py plot [--study NAME]         tables and figures from results/, no training
+  python runner.py evaluate --study NAME --step X --seed K   re-evaluate a run's saved weights
+  python runner.py compare STUDY_A STUDY_B     per-step top-1 of studies side by side
 
 Records go to results/<study>/runs/, tables to results/<study>/, figures to plots/<study>/.
 Running the same command again skips finished runs and resumes interrupted ones.
@@ -27,9 +30,13 @@ DEFAULT_PRESET = "cpu"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["train", "plot"], default="train",
-                        help="train (default) or plot: regenerate tables and figures from results/")
+    parser.add_argument("command", nargs="?", choices=["train", "plot", "evaluate", "compare"], default="train",
+                        help="train (default); plot: regenerate tables and figures from results/; "
+                             "evaluate: re-evaluate a run's saved weights; compare: studies side by side")
+    parser.add_argument("names", nargs="*", metavar="STUDY", help="with compare: the studies to compare")
     parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
+    parser.add_argument("--roadmap", default=None, help="with --list: the roadmap to print (resnet50, the "
+                                                        "default, or resnet200)")
     parser.add_argument("--steps", help="all | slugs, indices and ranges, e.g. 0-5,kernel_7,15 "
                                         "(default: the study's own)")
     parser.add_argument("--preset", default=None, help=f"a preset in ablations/ (default: {DEFAULT_PRESET})")
@@ -44,17 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", help="Lightning devices (e.g. 1, 8, auto)")
     parser.add_argument("--num-nodes", type=int, help="Lightning num_nodes")
     parser.add_argument("--strategy", help="Lightning strategy (e.g. ddp)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any study key, nested keys by dots, the value read as YAML: "
+                             "--set train.lr=2e-3 --set seeds=[0,1,2] (repeatable; applied last)")
+    parser.add_argument("--logger", action="append", metavar="NAME",
+                        help="also log to tensorboard, mlflow or wandb, offline, under results/<study>/logs/ "
+                             "(repeatable; the CSV log is always written)")
     parser.add_argument("--shard", help="i/n: run only every n-th (step, seed) run, starting at i "
                                         "(several jobs on one results directory)")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="results directory (default: results/)")
     parser.add_argument("--plots", type=Path, default=REPO / "plots", help="figures directory (default: plots/)")
-    parser.add_argument("--study", help="with plot: the study name (default: every study in --out)")
+    parser.add_argument("--study", help="with plot: the study name (default: every study in --out); "
+                                        "with evaluate: the study of the run")
+    parser.add_argument("--step", help="with evaluate: the run's step (slug or index)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done, cost) "
                                                                "and train nothing")
     parser.add_argument("--profile", action="store_true",
                         help="time where each run's wall time goes (Lightning's SimpleProfiler): model "
                              "compute, data, framework; written to each record's time_split")
+    parser.add_argument("--resolve", type=float, nargs="+", default=[0.5, 1.0], metavar="POINTS",
+                        help="with --dry-run: how many seeds would resolve a delta of this many top-1 points, from "
+                             "the study's records so far (default: 0.5 1.0)")
     parser.add_argument("--retry-failed", action="store_true", help="train again runs recorded as failed")
+    parser.add_argument("--jobs", default="auto",
+                        help="runs trained at once, the CPU cores split between them (default auto: one per core "
+                             "for CPU studies of small models, else 1)")
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)  # a job's share of the cores
+    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a job: the parent reports
     return parser
 
 
@@ -77,7 +100,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
             train[name] = getattr(args, name)
     if train:
         study["train"] = train
-    return study
+    if args.logger:
+        study["logger"] = list(args.logger)
+    from roadmap.config import merge
+    from roadmap.overrides import parse_set
+    return merge(study, parse_set(args.set))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -93,12 +120,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     raise ConfigError(f"--shard {text!r} must be i/n with 0 <= i < n, e.g. 0/4")
 
 
-def print_listing() -> None:
+def print_listing(roadmap: str | None = None) -> None:
     import pandas as pd
 
+    from convnext_steps import DEFAULT_ROADMAP
     from roadmap.listing import roadmap_table
     with pd.option_context("display.width", 250):
-        print(roadmap_table().drop(columns="change").to_string(index=False))
+        print(roadmap_table(roadmap or DEFAULT_ROADMAP).drop(columns="change").to_string(index=False))
 
 
 def plot_command(args: argparse.Namespace) -> int:
@@ -121,14 +149,44 @@ def plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_command(args: argparse.Namespace) -> int:
+    from roadmap.config import ConfigError
+    from roadmap.weights import evaluate_run
+    if not args.study or args.step is None:
+        raise ConfigError("evaluate needs --study NAME --step STEP [--seed K] (the run to re-evaluate)")
+    seed = args.seed if args.seed is not None else 0
+    result = evaluate_run(args.out / args.study, args.step, seed)
+    recorded = result["record_top1"]
+    print(f"{args.study} {result['step']} seed {seed}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+          f"val loss {result['val_loss']:.4f}  ({result['val_images']} images, {result['precision']})")
+    if recorded is not None:
+        print(f"record: top-1 {recorded:.2f}%  top-5 {result['record_top5']:.2f}%  "
+              f"(difference {result['top1'] - recorded:+.2f})")
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from roadmap.compare import compare_studies
+    compare_studies(args.names, args.out, args.plots)
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     from roadmap.config import load_study
+    import torch
+
+    from roadmap.definitions import study_steps
+    from roadmap.parallel import cpu_cores, resolve_jobs, run_jobs
     from roadmap.study import (check_trainable, execute, other_config_records, plan_runs, process_rank, training_gmacs,
-                               write_study_manifest)
+                               world_size_of, write_study_manifest)
 
     overrides = overrides_from(args)
     shard = parse_shard(args.shard)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
+    from roadmap.trackers import check_installed
+    from roadmap.weights import check_pretrained, ensure_torchvision_weights
+    check_installed(study.logger)
+    check_pretrained(study)
     check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)
@@ -147,15 +205,36 @@ def train_command(args: argparse.Namespace) -> int:
         for run in runs:
             gmacs = training_gmacs(study, run) if run.state != "done" else 0.0
             total += gmacs
-            print(f"  {run.step.index:2d} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
+            index = "" if run.step.index is None else run.step.index
+            print(f"  {index:>2} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
                   f"{gmacs / 1e3:8.2f} TMACs to train")
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
+        from roadmap.records import load_records
+        from roadmap.report import seed_guidance
+        from roadmap.study import step_metadata
+        records = [r for r in load_records(args.out / study.name) if r["status"] == "done"]  # any config's
+        guidance = seed_guidance(records, [step_metadata(s) for s in study_steps(study)], args.resolve)
+        if guidance:
+            print(guidance)
         return 0
-    code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
-    if shard == (0, 1) and process_rank() == 0:  # shards: `runner.py plot` once all are done
+    # the ImageNet weights files, or one line saying where to put them, before anything trains
+    for slug in dict.fromkeys(r.step.slug for r in runs if r.state != "done" and r.train.pretrained):
+        ensure_torchvision_weights(slug)
+    todo = [r for r in runs if r.state in ("todo", "resume") or (r.state == "failed" and args.retry_failed)]
+    jobs = resolve_jobs(args.jobs, study, study_steps(study), len(todo),
+                        on_gpu=study.train.accelerator in ("gpu", "cuda") or torch.cuda.is_available(),
+                        world_size=world_size_of(study))
+    if jobs > 1:
+        print(f"{jobs} jobs at once, {max(1, cpu_cores() // jobs)} thread(s) each", flush=True)
+        code = run_jobs(args.argv, jobs)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
+    if shard == (0, 1) and process_rank() == 0 and not args.no_report:  # shards: `runner.py plot` at the end
         from roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
-        table = write_tables(study_dir, [r.step.slug for r in runs])
+        table = write_tables(study_dir)
         print(markdown_table(table))
         for path in draw_figures(study_dir, args.plots / study.name):
             print(f"wrote {path}")
@@ -175,16 +254,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_intermixed_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         if args.list:
-            print_listing()
+            try:
+                print_listing(args.roadmap)
+            except KeyError as error:
+                print(f"error: {error.args[0]}", file=sys.stderr)
+                return 2
             return 0
         from roadmap.config import ConfigError
         from roadmap.data import DataError
         from roadmap.records import CorruptRecordError
         signals.check("nothing was trained yet")
         try:
-            return plot_command(args) if args.command == "plot" else train_command(args)
+            if args.names and args.command != "compare":
+                raise ConfigError(f"unexpected argument(s) {' '.join(args.names)}: only compare takes study names")
+            if args.command == "train" and args.step is not None:  # --step was once short for --steps
+                if args.steps:
+                    raise ConfigError("--step is for evaluate; to train, give --steps")
+                args.steps = args.step
+            commands = {"plot": plot_command, "evaluate": evaluate_command, "compare": compare_command,
+                        "train": train_command}
+            return commands[args.command](args)
         except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
             message = error.args[0] if isinstance(error, KeyError) else str(error)
             print(f"error: {message}", file=sys.stderr)

@@ -20,17 +20,20 @@ from dataclasses import replace
 from torch import nn
 
 from .network import LayerNorm2d, NetSpec, RoadmapNet
-from .roadmap import STEPS
+from .readings import READINGS, apply_readings
+from .roadmap import RESNET200_STEPS, STEPS
 from .step import Step, StepError, derive_step
+from .swin import SWIN_B, SWIN_T, SwinSpec
 from .torchvision_weights import load_torchvision_weights
 
 __all__ = ["NetSpec", "RoadmapNet", "LayerNorm2d", "Step", "StepError", "list_steps", "list_roadmaps",
            "get_step", "resolve_steps", "derive_step", "register_step", "builtin_slugs", "build_model",
-           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP"]
+           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP", "READINGS", "apply_readings",
+           "SwinSpec"]
 
 DEFAULT_ROADMAP = "resnet50"
-ROADMAPS: dict[str, list[Step]] = {"resnet50": STEPS}
-REFERENCES: dict[str, Step] = {}  # models drawn beside a roadmap, not steps of it
+ROADMAPS: dict[str, list[Step]] = {"resnet50": STEPS, "resnet200": RESNET200_STEPS}
+REFERENCES: dict[str, Step] = {s.slug: s for s in (SWIN_T, SWIN_B)}  # beside a roadmap, not steps of it
 _REGISTERED: dict[str, Step] = {}  # steps a user registered from Python
 
 
@@ -111,9 +114,12 @@ def resolve_steps(selection: str | int | Sequence[str | int], roadmap: str = DEF
 
 
 def scaled_spec(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
-    """The spec with its base width scaled and rounded to a multiple of 8 (at least 8)."""
+    """The spec with its base width scaled and rounded to a multiple of 8 (at least 8); at
+    width 1 the spec's own (ResNet-200's roadmap has 84)."""
     if width_mult <= 0:
         raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    if width_mult == 1:
+        return spec
     width = max(8, int(round(spec.base_width * width_mult / 8)) * 8)
     return replace(spec, base_width=width)
 

@@ -16,10 +16,13 @@ def count_macs(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> in
     """Multiply-adds of one forward pass on one image. FlopCounterMode counts 2 FLOPs per
     multiply-add of convs and matmuls (norms, activations and pooling are not counted, as in
     the paper's tables), so we halve it. `forward` is called directly: a model compiled in
-    place (`train.compile`) is counted eagerly instead of being compiled again for batch 1."""
+    place (`train.compile`) is counted eagerly instead of being compiled again for batch 1.
+    The image is made on the model's device: a model built on the meta device is counted
+    without computing anything (what `runner.py --list` does)."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, in_chans, resolution, resolution)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_chans, resolution, resolution, device=device)
     with FlopCounterMode(display=False) as counter:
         model.forward(x)
     model.train(was_training)

@@ -6,7 +6,6 @@ paper's changes, so two steps differ exactly in the knobs their change names.
 
 from __future__ import annotations
 
-import types
 import typing
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -16,11 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from .typecheck import matches, type_text
+
 StemKind = Literal["resnet", "patchify"]
 BlockKind = Literal["bottleneck", "inverted", "dw_first"]
 Placement = Literal["every_conv", "one"]
 NormKind = Literal["batch", "layer"]
 ActivationKind = Literal["relu", "gelu"]
+InitKind = Literal["trunc_normal", "pytorch_default"]
+ConvBiasKind = Literal["unless_batchnorm", "authors"]
+LAYER_SCALE_INIT = 1e-6  # Table 5's layer scale init, as in the released ConvNeXt
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,8 @@ class NetSpec:
     """Architecture of one roadmap step. Defaults are torchvision's ResNet-50.
 
     stage_depths: blocks per stage.
-    stem: "resnet" = 7x7/2 conv, norm, act, 3x3/2 max-pool; "patchify" = one 4x4/4 conv.
+    stem: "resnet" = 7x7/2 conv, norm, act, 3x3/2 max-pool; "patchify" = one conv of kernel
+        and stride patch_size (4; 2 or 1 suit small images). Either works with any block.
     base_width: channels of stage 1's narrow part; stage i has base_width * 2**i.
     block: the order and widths of the block's three convs, C = stage width:
         "bottleneck" 1x1 4C->C, kxk C, 1x1 C->4C (ResNet; block output 4C),
@@ -46,10 +51,18 @@ class NetSpec:
     layer_scale_init: initial value of a learnable per-channel scale of the residual branch
         (None = no layer scale).
     drop_path_rate: stochastic depth of the last block; it rises linearly from 0 at the first.
+    grn: ConvNeXt V2's Global Response Normalization (Woo et al. 2023) on the 4C channels
+        after the expanding 1x1 conv and its activation; inverted and dw_first blocks only.
+    init: "trunc_normal" = every conv and linear weight trunc. normal std 0.02, biases zero
+        (Table 5); "pytorch_default" = PyTorch's own init (kaiming-uniform, uniform biases).
+    conv_bias: "unless_batchnorm" = a conv has a bias unless a BatchNorm follows it;
+        "authors" = also none on the block's 1x1 convs and the shortcut projections while
+        downsampling is ResNet's (steps before separate_downsampling), as the authors' code.
     """
 
     stage_depths: tuple[int, int, int, int] = (3, 4, 6, 3)
     stem: StemKind = "resnet"
+    patch_size: int = 4
     base_width: int = 64
     block: BlockKind = "bottleneck"
     depthwise: bool = False
@@ -61,6 +74,9 @@ class NetSpec:
     separate_downsampling: bool = False
     layer_scale_init: float | None = None
     drop_path_rate: float = 0.0
+    grn: bool = False
+    init: InitKind = "trunc_normal"
+    conv_bias: ConvBiasKind = "unless_batchnorm"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -68,40 +84,23 @@ class NetSpec:
             if typing.get_origin(kind) is Literal:
                 if value not in typing.get_args(kind):
                     raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {', '.join(map(repr, typing.get_args(kind)))}")
-            elif not _is_instance(value, kind):
-                raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {_type_text(kind)}")
+            elif not matches(value, kind):
+                raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {type_text(kind)}")
         if len(self.stage_depths) != 4 or min(self.stage_depths) < 1:
             raise ValueError(f"NetSpec.stage_depths={self.stage_depths!r}; need 4 positive ints")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"NetSpec.kernel_size={self.kernel_size}; need an odd positive int")
         if self.base_width < 1 or not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError("NetSpec.base_width must be >= 1 and drop_path_rate in [0, 1)")
+        if self.patch_size < 1:
+            raise ValueError(f"NetSpec.patch_size={self.patch_size}; need a positive int")
+        if self.grn and self.block == "bottleneck":
+            raise ValueError("NetSpec.grn needs block 'inverted' or 'dw_first' (a 1x1 conv expanding to 4C "
+                             "followed by another)")
 
     def diff(self, other: NetSpec) -> set[str]:
         """Names of the fields whose values differ between two specs."""
         return {f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
-
-
-def _is_instance(value: Any, kind: Any) -> bool:
-    """isinstance for NetSpec's annotations: unions, fixed tuples of ints, no bool for a number."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_instance(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if origin is tuple:
-        args = typing.get_args(kind)
-        return isinstance(value, tuple) and len(value) == len(args) and all(
-            _is_instance(v, a) for v, a in zip(value, args))
-    if kind in (int, float) and isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-def _type_text(kind: Any) -> str:
-    return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 _FIELD_TYPES = typing.get_type_hints(NetSpec)
@@ -206,17 +205,24 @@ class DepthwiseConv(SameConv):
 
 
 def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
-         followed_by_norm: bool = False) -> nn.Conv2d:
-    """A conv with a bias unless a BatchNorm follows it (BN cancels a bias; LN does not)."""
-    bias = not (followed_by_norm and spec.norm == "batch")
-    padding = kernel // 2 if kernel % 2 else 0
+         followed_by_norm: bool = False, bias: bool = True, patch: bool = False) -> nn.Conv2d:
+    """A conv with a bias unless `bias` is False or a BatchNorm follows it (BN cancels a bias;
+    LN does not). Odd kernels are padded to keep the map ("same"), except a `patch` conv."""
+    bias = bias and not (followed_by_norm and spec.norm == "batch")
+    same = kernel % 2 == 1 and not patch
     if groups > 1:
         kind: type[nn.Conv2d] = DepthwiseConv
     elif kernel == 1:
         kind = PointwiseConv
     else:
-        kind = SameConv if kernel % 2 == 1 else nn.Conv2d
-    return kind(c_in, c_out, kernel, stride, padding=padding, groups=groups, bias=bias)
+        kind = SameConv if same else nn.Conv2d
+    return kind(c_in, c_out, kernel, stride, padding=kernel // 2 if same else 0, groups=groups, bias=bias)
+
+
+def resnet_style_bias_free(spec: NetSpec) -> bool:
+    """conv_bias="authors": the block's 1x1 convs and the shortcut projections have no bias
+    while the network downsamples as ResNet does."""
+    return spec.conv_bias == "authors" and not spec.separate_downsampling
 
 
 class LayerScale(nn.Module):
@@ -230,9 +236,25 @@ class LayerScale(nn.Module):
         return self.gamma * x
 
 
+class GRN(nn.Module):
+    """Global Response Normalization (ConvNeXt V2): x + gamma * x * N(x) + beta, where
+    N(x) = G(x) / (mean over channels of G(x) + 1e-6) and G(x) is each channel's L2 norm over
+    the map. gamma and beta start at zero, so it starts as the identity."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.linalg.vector_norm(x, dim=(2, 3), keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + 1e-6)
+        return self.gamma * (x * n) + self.beta + x
+
+
 class Block(nn.Module):
     """A residual block: three convs laid out as `spec.block`, with norms and activations
-    where the spec keeps them, an optional projection shortcut, layer scale and drop path."""
+    where the spec keeps them, [GRN,] an optional projection shortcut, layer scale and drop path."""
 
     def __init__(self, spec: NetSpec, c_in: int, width: int, stride: int, drop_path: float) -> None:
         super().__init__()
@@ -248,7 +270,8 @@ class Block(nn.Module):
         else:  # dw_first
             plan = [(c_in, c_in, k, stride), (c_in, 4 * width, 1, 1), (4 * width, c_out, 1, 1)]
             spatial = 0
-        first_pointwise = 1 if spatial == 0 else 0
+        first_pointwise = 1 if spatial == 0 else 0  # expands to 4C in inverted and dw_first
+        bias_free = resnet_style_bias_free(spec)
 
         layers: list[nn.Module] = []
         for i, (a, b, kernel, s) in enumerate(plan):
@@ -256,20 +279,23 @@ class Block(nn.Module):
             if groups > 1 and a != b:
                 raise ValueError(f"a depthwise conv cannot map {a} to {b} channels")
             has_norm = spec.block_norms == "every_conv" or i == spatial
-            layers.append(conv(spec, a, b, kernel, s, groups, followed_by_norm=has_norm))
+            layers.append(conv(spec, a, b, kernel, s, groups, followed_by_norm=has_norm,
+                               bias=not (bias_free and kernel == 1)))
             if has_norm:
                 layers.append(make_norm(spec.norm, b))
             last = i == len(plan) - 1
             if (spec.block_activations == "every_conv" and not last) or (
                     spec.block_activations == "one" and i == first_pointwise):
                 layers.append(make_activation(spec.activation))
+            if spec.grn and i == first_pointwise:
+                layers.append(GRN(b))
         self.branch = nn.Sequential(*layers)
         self.layer_scale = LayerScale(c_out, spec.layer_scale_init) if spec.layer_scale_init else nn.Identity()
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(conv(spec, c_in, c_out, 1, stride, followed_by_norm=True),
-                                          make_norm(spec.norm, c_out))
+            self.shortcut = nn.Sequential(conv(spec, c_in, c_out, 1, stride, followed_by_norm=True,
+                                               bias=not bias_free), make_norm(spec.norm, c_out))
         self.post_activation = (make_activation(spec.activation)
                                 if spec.block_activations == "every_conv" else nn.Identity())
         self.out_channels = c_out
@@ -296,7 +322,8 @@ class RoadmapNet(nn.Module):
                                       make_norm(spec.norm, w), make_activation(spec.activation),
                                       nn.MaxPool2d(3, 2, 1))
         else:
-            layers = [conv(spec, in_chans, w, 4, 4, followed_by_norm=spec.separate_downsampling)]
+            p = spec.patch_size
+            layers = [conv(spec, in_chans, w, p, p, followed_by_norm=spec.separate_downsampling, patch=True)]
             if spec.separate_downsampling:
                 layers.append(make_norm(spec.norm, w))
             self.stem = nn.Sequential(*layers)
@@ -325,7 +352,8 @@ class RoadmapNet(nn.Module):
         self.head_norm = nn.LayerNorm(channels, eps=1e-6) if spec.separate_downsampling else nn.Identity()
         self.fc = nn.Linear(channels, num_classes)
         self.num_features = channels
-        self.apply(_init_weights)
+        if spec.init == "trunc_normal":
+            self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -348,8 +376,8 @@ def use_plain_convs(model: nn.Module) -> nn.Module:
 
 
 def _init_weights(module: nn.Module) -> None:
-    """One initialisation for every step (the released ConvNeXt's), so that init is never a
-    hidden difference between two steps. Norms keep PyTorch's 1/0 defaults."""
+    """init="trunc_normal": one initialisation for every step (the released ConvNeXt's), so
+    that init is never a hidden difference between two steps. Norms keep PyTorch's 1/0."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

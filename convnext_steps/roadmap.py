@@ -1,9 +1,16 @@
-"""The roadmap of "A ConvNet for the 2020s" (Liu et al., CVPR 2022), Figure 2 as a table.
+"""The roadmaps of "A ConvNet for the 2020s" (Liu et al., CVPR 2022), Figure 2 as tables.
 
 Each row is one step: its parent, the one change that turns the parent into it, and the
-paper's numbers for it (Table 10: ImageNet-1K top-1 mean and std over 3 seeds, GFLOPs =
-GMACs at 224). The kernel sizes 5/7/9/11 are a sweep, all branching from "move up d. conv"
-(kernel 3); the chain continues from kernel 7.
+paper's numbers for it (ImageNet-1K top-1 mean and std over 3 seeds, GFLOPs = GMACs at 224;
+Table 10 for ResNet-50 -> ConvNeXt-T, Table 11 for ResNet-200 -> ConvNeXt-B, which gives no
+std). The kernel sizes 5/7/9/11 are a sweep, all branching from "move up d. conv" (kernel
+3); the chain continues from kernel 7.
+
+Readings of what the paper leaves open (`readings.py`); why each default, one line each:
+- init "trunc_normal": Table 5 (trunc. normal, std 0.02) at every step, so init never differs between steps.
+- conv_bias "unless_batchnorm": BN cancels a bias, nothing else does; "authors" follows the authors' code.
+- layer_scale "last_step": step 15 stays the released ConvNeXt-T; "every_step" is Appendix A.1 + Table 5's reading.
+The authors' published training flags set none of these.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from .network import NetSpec
+from .network import LAYER_SCALE_INIT, NetSpec
 from .step import Step
 
 
@@ -22,7 +29,7 @@ class Row(NamedTuple):
     parent: str | None
     change: str
     fields: dict[str, Any]  # the NetSpec fields the change sets
-    paper: tuple[float, float, float]  # top-1 mean, top-1 std, GFLOPs
+    paper: tuple[float, float | None, float]  # top-1 mean, top-1 std (None: not given), GFLOPs
     sweep: bool = False
 
 
@@ -70,7 +77,56 @@ RESNET50_ROWS: list[Row] = [
     Row("convnext_t", "sep. d.s. conv (ConvNeXt-T)", "micro design", "layer_norm",
         "separate LN + 2x2/2 conv downsampling between stages, LN after the stem and after "
         "pooling; layer scale 1e-6 as in the released ConvNeXt-T",
-        {"separate_downsampling": True, "layer_scale_init": 1e-6}, (81.97, 0.06, 4.49)),
+        {"separate_downsampling": True, "layer_scale_init": LAYER_SCALE_INIT}, (81.97, 0.06, 4.49)),
+]
+
+# Appendix C, Table 11: the same changes from ResNet-200 to ConvNeXt-B. The paper gives the
+# widths only through the multiply-adds; base width 84 at "stage ratio" and 128 at "width"
+# reproduce every row of Table 11 within 0.01 GMACs.
+RESNET200_ROWS: list[Row] = [
+    Row("resnet200", "ResNet-200", "baseline", None,
+        "ResNet-200 (bottleneck, blocks per stage (3,24,36,3)), trained with the modern recipe",
+        {}, (81.14, None, 15.01)),
+    Row("r200_stage_ratio", "stage ratio", "macro design", "resnet200",
+        "blocks per stage (3,24,36,3) -> (3,3,27,3), base width 64 -> 84",
+        {"stage_depths": (3, 3, 27, 3), "base_width": 84}, (81.33, None, 14.52)),
+    Row("r200_patchify_stem", '"patchify" stem', "macro design", "r200_stage_ratio",
+        "stem 7x7/2 conv + BN + ReLU + 3x3/2 max-pool -> one 4x4/4 conv",
+        {"stem": "patchify"}, (81.59, None, 14.38)),
+    Row("r200_depthwise_conv", "depth conv", "ResNeXt-ify", "r200_patchify_stem",
+        "the bottleneck's 3x3 conv becomes depthwise (groups = channels)",
+        {"depthwise": True}, (80.54, None, 7.23)),
+    Row("r200_width_128", "width 84->128", "ResNeXt-ify", "r200_depthwise_conv",
+        "base width 84 -> 128, the stage widths of Swin-B",
+        {"base_width": 128}, (81.85, None, 16.76)),
+    Row("r200_inverted_bottleneck", "inverting dims", "inverted bottleneck", "r200_width_128",
+        "bottleneck 1x1 4C->C, d3x3 C, 1x1 C->4C -> inverted 1x1 C->4C, d3x3 4C, 1x1 4C->C",
+        {"block": "inverted"}, (82.64, None, 15.68)),
+    Row("r200_move_up_dwconv", "move up d. conv", "large kernel", "r200_inverted_bottleneck",
+        "the depthwise conv moves to the front of the block: d3x3 C, 1x1 C->4C, 1x1 4C->C",
+        {"block": "dw_first"}, (82.04, None, 14.63)),
+    Row("r200_kernel_5", "kernel size 5", "large kernel", "r200_move_up_dwconv",
+        "depthwise kernel 3 -> 5 (sweep branch)", {"kernel_size": 5}, (82.32, None, 14.70), sweep=True),
+    Row("r200_kernel_7", "kernel size 7", "large kernel", "r200_move_up_dwconv",
+        "depthwise kernel 3 -> 7 (the size adopted; the chain continues here)", {"kernel_size": 7},
+        (82.30, None, 14.81)),
+    Row("r200_kernel_9", "kernel size 9", "large kernel", "r200_move_up_dwconv",
+        "depthwise kernel 3 -> 9 (sweep branch)", {"kernel_size": 9}, (82.27, None, 14.95), sweep=True),
+    Row("r200_kernel_11", "kernel size 11", "large kernel", "r200_move_up_dwconv",
+        "depthwise kernel 3 -> 11 (sweep branch)", {"kernel_size": 11}, (82.18, None, 15.13), sweep=True),
+    Row("r200_gelu", "ReLU -> GELU", "micro design", "r200_kernel_7",
+        "every ReLU becomes GELU", {"activation": "gelu"}, (82.19, None, 14.81)),
+    Row("r200_fewer_activations", "fewer activations", "micro design", "r200_gelu",
+        "one GELU per block, between the two 1x1 convs (none after the residual add)",
+        {"block_activations": "one"}, (82.71, None, 14.81)),
+    Row("r200_fewer_norms", "fewer norms", "micro design", "r200_fewer_activations",
+        "one norm per block, after the depthwise conv", {"block_norms": "one"}, (83.17, None, 14.81)),
+    Row("r200_layer_norm", "BN -> LN", "micro design", "r200_fewer_norms",
+        "BatchNorm -> LayerNorm over channels, everywhere", {"norm": "layer"}, (83.35, None, 14.81)),
+    Row("convnext_b", "sep. d.s. conv (ConvNeXt-B)", "micro design", "r200_layer_norm",
+        "separate LN + 2x2/2 conv downsampling between stages, LN after the stem and after "
+        "pooling; layer scale 1e-6 as in the released ConvNeXt-B",
+        {"separate_downsampling": True, "layer_scale_init": LAYER_SCALE_INIT}, (83.60, None, 15.35)),
 ]
 
 
@@ -90,3 +146,4 @@ def build_roadmap(name: str, rows: list[Row], base: NetSpec) -> list[Step]:
 
 
 STEPS: list[Step] = build_roadmap("resnet50", RESNET50_ROWS, NetSpec())
+RESNET200_STEPS: list[Step] = build_roadmap("resnet200", RESNET200_ROWS, NetSpec(stage_depths=(3, 24, 36, 3)))

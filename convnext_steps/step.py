@@ -77,16 +77,17 @@ def derive_step(parent: Step, slug: str, change: Mapping[str, Any] | None = None
                 changed_fields=frozenset(changed), sweep=sweep, train=train)
 
 
-def check_buildable(spec: NetSpec, slug: str) -> None:
-    """Build the network on the meta device and push a 224x224 image through it: a spec the
-    network cannot build fails here, at once, instead of at training time."""
+def check_buildable(spec: NetSpec, slug: str, resolution: int = 224) -> None:
+    """Build the network on the meta device and push an image through it (224x224 unless
+    told): a spec the network cannot build fails here, at once, instead of at training time."""
     import torch
 
     from .network import RoadmapNet
     try:
         with torch.device("meta"):
             model = RoadmapNet(spec, num_classes=10, in_chans=3)
-            model(torch.zeros(1, 3, 224, 224))
+            model(torch.zeros(2, 3, resolution, resolution))  # 2: BatchNorm needs more than one value
     except (ValueError, RuntimeError, TypeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise StepError(f"step {slug!r}: the network cannot be built with this spec ({first})") from None
+        raise StepError(f"step {slug!r}: the network cannot be built with this spec at {resolution}x{resolution} "
+                        f"({first})") from None

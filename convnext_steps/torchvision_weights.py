@@ -1,4 +1,4 @@
-"""Copy torchvision's ResNet-50 / ConvNeXt-T weights into steps 0 and 15.
+"""Copy torchvision's ResNet-50 / ConvNeXt-T / ConvNeXt-B weights into the roadmaps' ends.
 
 Our modules hold the same tensors as torchvision's, in the same order, except that
 torchvision's ConvNeXt block registers its layer scale first and uses Linear layers where we
@@ -28,13 +28,14 @@ def _torchvision_order(state: Mapping[str, torch.Tensor]) -> list[tuple[str, tor
 
 
 def load_torchvision_weights(model: nn.Module, torchvision_state: Mapping[str, torch.Tensor]) -> None:
-    """Load a state dict of torchvision's `resnet50` into step 0 or of `convnext_tiny` into
-    step 15 (width 1; the classifier must have the same number of classes)."""
+    """Load a state dict of torchvision's `resnet50` into `resnet50`, of `convnext_tiny` into
+    `convnext_t` or of `convnext_base` into `convnext_b` (width 1; the classifier must have
+    the same number of classes)."""
     ours = model.state_dict()
     theirs = _torchvision_order(torchvision_state)
     if len(theirs) != len(ours):
         raise ValueError(f"state dicts differ in length ({len(theirs)} vs {len(ours)}): "
-                         "only resnet50 -> step 0 and convnext_tiny -> step 15 are supported")
+                         "only resnet50, convnext_tiny and convnext_base are supported")
     converted = {}
     for (name, target), (their_name, tensor) in zip(ours.items(), theirs):
         if target.numel() != tensor.numel():

@@ -11,15 +11,18 @@ import hashlib
 import json
 import math
 import re
-import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from convnext_steps.typecheck import matches, type_text
+
 ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
+PRETRAINED = ("torchvision",)  # where `train.pretrained` takes a step's starting weights from
 
 
 class ConfigError(ValueError):
@@ -42,7 +45,9 @@ class TrainConfig:
     lr_reference_batch: int = 4096
     min_lr: float = 1e-6
     weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's
+    optimizer: str = "adamw"  # adamw (the paper's) or sgd (with momentum; the classic ResNet recipe)
+    momentum: float = 0.9  # SGD's
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -71,6 +76,9 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     accelerator: str = "auto"
+    # Start from ImageNet weights instead of random ones: `torchvision` (steps 0 and 15 only,
+    # width_mult 1; see roadmap/weights.py). Enters the config hash only when set.
+    pretrained: str | None = None
 
     def check(self) -> None:
         from .datasets import DATASETS
@@ -99,6 +107,13 @@ class TrainConfig:
         for name in ("train_subset", "val_subset"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0 or null, got {getattr(self, name)}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"train.optimizer: {self.optimizer!r} is unknown; allowed: adamw, sgd")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.pretrained is not None and self.pretrained not in PRETRAINED:
+            raise ConfigError(f"train.pretrained: {self.pretrained!r} is unknown; allowed: "
+                              f"{', '.join(PRETRAINED)} or null")
         if self.dataset == "imagefolder" and self.crop_padding != TrainConfig.crop_padding:
             # Refused, not honoured: image folders crop with RandomResizedCrop (the paper's
             # recipe), which zero padding has no place in; honouring the default 4 would add
@@ -139,18 +154,43 @@ class TrainConfig:
 class StudyConfig:
     name: str
     description: str = ""
-    steps: str = "all"  # "all", or slugs / indices / ranges: "0-5,kernel_7"
+    roadmap: str = "resnet50"  # the built-in roadmap whose indices and `all` the steps refer to
+    # "all", an index, or slugs / indices / ranges as a list or a comma string: "0-5,kernel_7"
+    steps: str | int | list[str | int] = "all"
     seeds: list[int] = field(default_factory=lambda: [0])
+    # Steps of the study's own: each a mapping with slug, parent, change (NetSpec fields), and
+    # optionally label, train (this step's recipe), sweep, phase (roadmap/definitions.py).
+    define: list[dict[str, Any]] = field(default_factory=list)
+    # The paper's ambiguities, each read one way for every step (convnext_steps.READINGS):
+    # layer_scale: last_step | every_step; init: trunc_normal | pytorch_default;
+    # conv_bias: unless_batchnorm | authors. Unset: the default, the first of each.
+    readings: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Where metrics go besides the CSV log the report reads (always written): any of LOGGERS.
+    # Not part of any run's config hash.
+    logger: list[str] = field(default_factory=lambda: ["csv"])
 
     def check(self) -> None:
         check_study_name(self.name, "name")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds: need distinct non-negative integers, got {self.seeds}")
+        for name in self.logger:
+            if name not in LOGGERS:
+                raise ConfigError(f"logger: {name!r} is unknown; allowed: {', '.join(LOGGERS)}")
         if max(self.seeds) >= MAX_SEED:
             # Lightning's seed_everything raises on a seed out of numpy's range (a traceback mid-study)
             raise ConfigError(f"seeds: each must be below 2**32 = {MAX_SEED}, got {max(self.seeds)}")
         self.train.check()
+        from .definitions import study_steps
+        for step in study_steps(self):  # every step resolves, builds and has a valid recipe
+            run_train_config(self, step).check()
+
+
+def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
+    """The recipe one step trains with: the study's, with the step's own `train:` keys over it."""
+    if not step.train:
+        return study.train
+    return from_dict(TrainConfig, _merge(asdict(study.train), dict(step.train)), f"define[{step.slug}].train.")
 
 
 MAX_SEED = 2**32
@@ -174,24 +214,6 @@ def lightning_choices() -> tuple[list[str], list[str], list[str]]:
     return precisions, accelerators, ["auto", *StrategyRegistry.available_strategies()]
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
-
-
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
@@ -209,19 +231,40 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         annotation = hints[key]
         if is_dataclass(annotation):
             value = from_dict(annotation, value, f"{path}.")
-        elif not _type_ok(value, annotation):
-            raise ConfigError(f"{path}: {value!r} is not of type {_type_name(annotation)}")
+        elif not matches(value, annotation):
+            raise ConfigError(f"{path}: {value!r} is not of type {type_text(annotation)}")
         if annotation is float or float in typing.get_args(annotation):
             value = float(value) if isinstance(value, int) else value
         kwargs[key] = value
     return cls(**kwargs)
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `1e-3` and `2E5` are numbers (YAML 1.1,
+    which PyYAML follows, needs a dot, `1.0e-3`, and reads `1e-3` as a string)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python values, with YamlLoader (floats like `1e-3` included)."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config file {path} is a directory; pass a study YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except UnicodeDecodeError as error:
@@ -256,9 +299,27 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _preset_layers(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """A preset's YAML and, first, those of the presets it is layered over (its `preset:`)."""
+    if name in seen:
+        raise ConfigError(f"preset {name!r} is layered over itself: {' -> '.join((*seen, name))}")
+    data = read_yaml(preset_path(name))
+    base = data.pop("preset", None)
+    if base is None:
+        return [data]
+    if not isinstance(base, str):
+        raise ConfigError(f"{preset_path(name)}: preset must be a name, one of {', '.join(list_presets())}")
+    return _preset_layers(base, (*seen, name)) + [data]
+
+
+merge = _merge  # a mapping layered over another, nested mappings key by key
+
+
 def load_study(preset: str, config_file: Path | None = None,
                overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, str]:
-    """The resolved study and the preset it was layered on."""
+    """The resolved study and the preset it was layered on. A YAML file (a user's, or a
+    preset that is itself a question over another, like ablations/leave_one_out.yaml) names
+    its base with `preset:`; command-line overrides come last."""
     layers: list[dict[str, Any]] = []
     if config_file is not None:
         user = read_yaml(config_file)
@@ -266,8 +327,8 @@ def load_study(preset: str, config_file: Path | None = None,
         if not isinstance(preset, str):
             raise ConfigError(f"{config_file}: preset must be a name, one of {', '.join(list_presets())}")
         layers.append(user)
-    data = read_yaml(preset_path(preset))
-    for layer in layers + [overrides or {}]:
+    data: dict[str, Any] = {}
+    for layer in _preset_layers(preset) + layers + [overrides or {}]:
         data = _merge(data, layer)
     study = from_dict(StudyConfig, data)
     study.check()
@@ -280,9 +341,35 @@ def config_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def non_default(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields that differ from their defaults. What identifies a run is what
+    differs from the defaults, so that a new knob (added with a default that changes
+    nothing) keeps every earlier record; changing a default's meaning bumps
+    records.RECORD_VERSION instead."""
+    values = asdict(instance)
+    changed = {}
+    for f in fields(instance):
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:  # no default: always part of the identity
+            changed[f.name] = values[f.name]
+            continue
+        default = asdict(default) if is_dataclass(default) else default
+        if values[f.name] != (list(default) if isinstance(default, tuple) and isinstance(values[f.name], list)
+                              else default):
+            changed[f.name] = values[f.name]
+    return changed
+
+
 def result_relevant(train: TrainConfig) -> dict[str, Any]:
-    """The training settings that change a run's numbers (not where data lives, how many
-    loader workers or how often checkpoints are written)."""
-    ignored = {"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
-               "accelerator", "compile"}
-    return {k: v for k, v in asdict(train).items() if k not in ignored}
+    """The training settings that change a run's numbers and are not at their default (not
+    where data lives, how many loader workers or how often checkpoints are written)."""
+    return {k: v for k, v in non_default(train).items() if k not in NOT_IN_HASH}
+
+
+# Settings that do not change a run's numbers: where data lives, loader workers, how often
+# checkpoints are written, the hardware a run is spread over, compilation.
+NOT_IN_HASH = frozenset({"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
+                         "accelerator", "compile"})

@@ -11,15 +11,19 @@ import math
 import os
 import subprocess
 import tempfile
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .locks import run_lock  # noqa: F401 - the runner's lock per run (roadmap/locks.py)
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 
 
-# Bumped when a record's meaning changes: a record of another version is another run.
+# Bumped when a record's meaning changes, or a default of TrainConfig or NetSpec changes
+# what it trains (a run's hash holds only the values that differ from the defaults): a
+# record of another version is another run.
 RECORD_VERSION = 2
 # What a "done" record must hold: without these numbers it is not done.
 DONE_NUMBERS = ("top1", "top5", "val_loss")
@@ -41,20 +45,24 @@ def record_filename(slug: str, seed: int, config_hash: str) -> str:
     return f"{run_name(slug, seed)}__{config_hash[:8]}.json"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target: a
-    reader sees the old file or the new one, never half of one."""
+def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+    """Write through `write(handle)` to a temporary file in the same folder, fsync, then
+    rename over the target: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text))
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.profilers import SimpleProfiler
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
-from convnext_steps import Step, build_model, resolve_steps
+from convnext_steps import Step, build_model
 from convnext_steps.complexity import count_macs, count_params
 
 from . import signals
@@ -31,12 +31,17 @@ from .checkpoints import (AtomicCheckpointIO, EpochEndCheckpoint, GracefulStop, 
 from .signals import RunInterrupted
 
 from .curves import CurveKeeper, ResumableCSVLogger, checkpoint_rows
-from .config import ConfigError, StudyConfig, config_hash, result_relevant
+from .config import (ConfigError, StudyConfig, TrainConfig, config_hash, non_default, result_relevant,
+                     run_train_config)
 from .data import make_datamodule
+from .definitions import study_steps
 from .datasets import describe, fingerprint
 from .records import (RECORD_VERSION, CorruptRecordError, git_state, load_records, read_record, record_filename,
                       run_lock, run_name, write_manifest, write_record)
+from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
 from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
+from .weights import load_pretrained, save_weights, spec_of, weights_path
+
 
 @dataclass
 class Run:
@@ -47,6 +52,7 @@ class Run:
     record_path: Path
     checkpoint_dir: Path
     state: str  # "done", "failed", "resume" (checkpoint there), "todo"
+    train: TrainConfig  # the step's recipe: the study's, with the step's own keys over it
 
 
 def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
@@ -55,29 +61,35 @@ def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
             "logs": base / "logs", "locks": base / "locks"}
 
 
-def run_payload(study: StudyConfig, step: Step, seed: int, world_size: int, data: str) -> dict[str, Any]:
-    """Everything that determines a run's numbers; its hash identifies the run's record.
-    `data` is the data set's fingerprint (where the data lives is not part of it)."""
-    return {"record_version": RECORD_VERSION, "step": step.slug, "spec": asdict(step.spec), "seed": seed,
-            "train": result_relevant(study.train), "world_size": world_size, "data": data,
+def run_payload(train: TrainConfig, step: Step, seed: int, world_size: int, data: str) -> dict[str, Any]:
+    """Everything that determines a run's numbers: the step's spec, its own recipe, the seed;
+    its hash identifies the run's record. `data` is the data set's fingerprint (where the
+    data lives is not part of it)."""
+    return {"record_version": RECORD_VERSION, "step": step.slug, "spec": non_default(step.spec), "seed": seed,
+            "train": result_relevant(train), "world_size": world_size, "data": data,
             # what `precision: auto` means on this machine: fp32 and bf16 runs are different runs
-            "precision": resolve_precision(study.train.precision, study.train.accelerator)}
+            "precision": resolve_precision(train.precision, train.accelerator)}
 
 
 def check_trainable(study: StudyConfig) -> None:
     """A run that would train zero optimizer steps is a config error, not a record."""
-    cfg = study.train
-    images = describe(cfg).train_images
-    if images // (cfg.batch_size * world_size_of(study)) == 0:
-        raise ConfigError(f"train.batch_size={cfg.batch_size} (x {world_size_of(study)} device(s)) is larger than "
-                          f"the training set ({images} images): not one optimizer step per epoch; lower batch_size")
+    images = describe(study.train).train_images
+    for step in study_steps(study):
+        batch = run_train_config(study, step).batch_size
+        if images // (batch * world_size_of(study)) == 0:
+            raise ConfigError(f"train.batch_size={batch} (x {world_size_of(study)} device(s)) is larger than the "
+                              f"training set ({images} images): not one optimizer step per epoch; lower batch_size")
 
 
-def study_runs(study: StudyConfig) -> list[tuple[Step, int, str]]:
-    """Every (step, seed) of the study with its config hash, in the study's order."""
+def study_runs(study: StudyConfig) -> list[tuple[Step, int, TrainConfig, str]]:
+    """Every (step, seed) of the study in its order, with the step's recipe and the config hash."""
     world_size, data = world_size_of(study), fingerprint(study.train)
-    return [(step, seed, config_hash(run_payload(study, step, seed, world_size, data)))
-            for step in resolve_steps(study.steps) for seed in study.seeds]
+    runs = []
+    for step in study_steps(study):
+        train = run_train_config(study, step)
+        runs += [(step, seed, train, config_hash(run_payload(train, step, seed, world_size, data)))
+                 for seed in study.seeds]
+    return runs
 
 
 def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)) -> list[Run]:
@@ -85,7 +97,7 @@ def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)
     done or failed; a "done" record without its numbers is trained again (and said so)."""
     dirs = study_dirs(out_dir, study)
     runs = []
-    for i, (step, seed, digest) in enumerate(study_runs(study)):
+    for i, (step, seed, train, digest) in enumerate(study_runs(study)):
         if i % shard[1] != shard[0]:
             continue
         name = run_name(step.slug, seed)
@@ -101,7 +113,7 @@ def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)
                 state = record["status"]
         if state == "todo" and has_checkpoint(checkpoint_dir):
             state = "resume"
-        runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state))
+        runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state, train))
     return runs
 
 
@@ -118,33 +130,33 @@ def write_study_manifest(study: StudyConfig, preset: str, out_dir: Path) -> None
     records of these runs only."""
     write_manifest(study_dirs(out_dir, study)["base"], {
         "study": study.name, "preset": preset, "config": asdict(study),
-        "steps": [step_metadata(step) for step in resolve_steps(study.steps)],
+        "steps": [step_metadata(step) for step in study_steps(study)],
         "runs": [{"step": step.slug, "seed": seed, "config_hash": digest}
-                 for step, seed, digest in study_runs(study)],
+                 for step, seed, _, digest in study_runs(study)],
     })
 
 
 def other_config_records(study: StudyConfig, out_dir: Path) -> int:
     """How many records in the study's runs/ belong to other configs (kept, never shown)."""
-    current = {(step.slug, seed, digest) for step, seed, digest in study_runs(study)}
+    current = {(step.slug, seed, digest) for step, seed, _, digest in study_runs(study)}
     return sum((r["step"], r["seed"], r["config_hash"]) not in current
                for r in load_records(study_dirs(out_dir, study)["base"]))
 
 
 def training_gmacs(study: StudyConfig, run: Run) -> float:
     """Multiply-adds of training one run: 3x forward (forward + backward) per image."""
-    cfg = study.train
+    cfg = run.train
     data = describe(cfg)
-    model = build_model(run.step.slug, num_classes=data.num_classes, in_chans=data.in_chans,
+    model = build_model(run.step, num_classes=data.num_classes, in_chans=data.in_chans,
                         width_mult=cfg.width_mult)
     return 3 * count_macs(model, cfg.resolution, data.in_chans) / 1e9 * data.train_images * cfg.epochs
 
 
 @functools.lru_cache(maxsize=None)
-def gmacs_at_224(slug: str) -> float:
+def gmacs_at_224(step: Step) -> float:
     """The step's multiply-adds in the paper's convention (width 1, 224x224, 1000 classes);
     the same for every seed, so computed once per step."""
-    return count_macs(build_model(slug)) / 1e9
+    return count_macs(build_model(step)) / 1e9
 
 
 def _format_seconds(seconds: float) -> str:
@@ -179,7 +191,7 @@ def resolve_precision(cfg_precision: str, accelerator: str = "auto") -> str:
 
 def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
               progress_bar: bool, profile: bool = False) -> dict[str, Any]:
-    cfg = study.train
+    cfg = run.train
     started = time.time()
     pl.seed_everything(run.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg, run.seed)
@@ -202,7 +214,13 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     ]
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
-    logger = ResumableCSVLogger(dirs["logs"], name=run.name, version=run.hash[:8], keep=keep_rows)
+    csv_logger = ResumableCSVLogger(dirs["logs"], name=run.name, version=run.hash[:8], keep=keep_rows)
+    loggers = make_loggers(csv_logger, study.logger, dirs["logs"], study.name, run.name, run.hash[:8],
+                           tags={"step": run.step.slug, "seed": run.seed, "config_hash": run.hash})
+    logger = loggers[0]  # CSV: the report reads its metrics.csv
+    callbacks.append(learning_rate_monitor())
+    if not sys.stderr.isatty():  # no progress bar: one line per validation check
+        callbacks.append(ProgressLine(run.step.index, run.step.slug, run.seed, throughput))
     trainer_kwargs["plugins"] = [AtomicCheckpointIO()]  # checkpoints are never half-written
     if SLURMEnvironment.detect():
         # Pre-emption is ours to handle (checkpoint at a batch boundary, exit 130); the job
@@ -210,26 +228,36 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         trainer_kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
     profiler = SimpleProfiler() if profile else None
     trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator),
-                         logger=logger, profiler=profiler, callbacks=callbacks,
+                         logger=loggers, profiler=profiler, callbacks=callbacks,
                          val_check_interval=1.0 / cfg.val_checks_per_epoch,
-                         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=20,
+                         enable_progress_bar=progress_bar, enable_model_summary=False,
+                         log_every_n_steps=log_every_n_steps(datamodule.num_train, cfg.batch_size,
+                                                             world_size_of(study)),
                          num_sanity_val_steps=0, deterministic=False,
                          use_distributed_sampler=False,  # the loaders shard by rank themselves (exact resume)
                          **trainer_kwargs)
-    module = RoadmapClassifier(run.step.slug, cfg, datamodule.num_classes, datamodule.in_chans,
+    module = RoadmapClassifier(run.step, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
-    with signals_as_interruption(run):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-        if trainer.interrupted:
-            raise RunInterrupted(signals.received() or "interrupted", f"{run.name} was interrupted")
-        if "val_top1" not in trainer.callback_metrics:
-            # Resumed from a checkpoint that had finished training (killed before its record was
-            # written): fit has nothing left to do, so validate the restored weights once more.
-            # Its curve already holds this validation (logged before that checkpoint).
-            trainer.loggers = []
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+    if cfg.pretrained and resume is None:
+        load_pretrained(module.model, run.step.slug, datamodule.in_chans)
+    try:
+        with signals_as_interruption(run):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+            if trainer.interrupted:
+                raise RunInterrupted(signals.received() or "interrupted", f"{run.name} was interrupted")
+            if "val_top1" not in trainer.callback_metrics:
+                # Resumed from a checkpoint that had finished training (killed before its record
+                # was written): fit has nothing left to do, so validate the restored weights once
+                # more. Its curve already holds this validation (logged before that checkpoint).
+                trainer.loggers = []
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+    finally:
+        finish_loggers(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model
+    weights = weights_path(dirs["base"], run.step.slug, run.seed, run.hash)
+    if trainer.is_global_zero:
+        save_weights(weights, model)
     commit, dirty = git_state()
     record = {
         **_identity(study, preset, run),
@@ -237,12 +265,14 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         "top1": metrics.get("val_top1"), "top5": metrics.get("val_top5"), "val_loss": metrics.get("val_loss"),
         "params": count_params(model),
         "gmacs_train_res": count_macs(model, cfg.resolution, datamodule.in_chans) / 1e9,
-        "gmacs_224": gmacs_at_224(run.step.slug),
+        "gmacs_224": gmacs_at_224(run.step),
         "train_throughput": throughput.train_img_s, "eval_throughput": throughput.eval_img_s,
         "wall_time_s": time.time() - started, "epochs": trainer.current_epoch,
         "train_images": datamodule.num_train, "val_images": datamodule.num_val,
         "git_commit": commit, "git_dirty": dirty, "world_size": trainer.world_size,
         "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
+        "weights": os.path.relpath(weights, dirs["base"]), "num_classes": datamodule.num_classes,
+        "in_chans": datamodule.in_chans, "spec": spec_of(run.step),
     }
     if profiler is not None:
         record["time_split"] = time_split(profiler, record["wall_time_s"])
@@ -283,12 +313,12 @@ def saved_loader_state(state: dict[str, Any]) -> dict[str, int] | None:
 
 
 def _identity(study: StudyConfig, preset: str, run: Run) -> dict[str, Any]:
-    cfg = study.train
+    cfg = run.train
     return {
         "study": study.name, "preset": preset, "step": run.step.slug, "step_index": run.step.index,
         "label": run.step.label, "phase": run.step.phase, "parent": run.step.parent, "seed": run.seed,
         "config_hash": run.hash, "config": asdict(cfg), "dataset": cfg.dataset, "resolution": cfg.resolution,
-        "width_mult": cfg.width_mult,
+        "width_mult": cfg.width_mult, "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "pytorch_lightning": pl.__version__},
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)",
@@ -336,7 +366,8 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
     todo = [r for r in runs if r.state not in ("done",) and not (r.state == "failed" and not retry_failed)]
     rank_zero = process_rank() == 0
     progress_bar = sys.stderr.isatty() and rank_zero
-    say = print if rank_zero else (lambda *a, **k: None)
+    job = os.environ.get("ROADMAP_JOB")  # one of several jobs (--jobs): say which
+    say = (functools.partial(print, f"[job {job}]") if job else print) if rank_zero else (lambda *a, **k: None)
     started = time.time()
     finished_times: list[float] = []
     failures = [r for r in runs if r.state == "failed" and not retry_failed]
@@ -345,14 +376,17 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
         elapsed = time.time() - started
         eta = (f"ETA {_format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
                if finished_times else "ETA after the first run")
-        say(f"[run {i}/{len(todo)}] step {run.step.index} {run.step.slug} seed {run.seed}"
-              f"{' (resuming)' if run.state == 'resume' else ''} | elapsed {_format_seconds(elapsed)} | {eta}",
-              flush=True)
+        announce = (f"[run {i}/{len(todo)}] step {'' if run.step.index is None else f'{run.step.index} '}"
+                    f"{run.step.slug} seed {run.seed}{' (resuming)' if run.state == 'resume' else ''} | "
+                    f"elapsed {_format_seconds(elapsed)} | {eta}")
         lock = run_lock(dirs["locks"] / f"{run.name}.lock") if rank_zero else contextlib.nullcontext(True)
         with lock as acquired:
             if not acquired:
-                say(f"  skipped: another runner holds {run.name}'s lock", flush=True)
+                if not job:  # with --jobs the other jobs hold them: nothing to report
+                    say(announce, flush=True)
+                    say(f"  skipped: another runner holds {run.name}'s lock", flush=True)
                 continue
+            say(announce, flush=True)
             if run.record_path.exists() and read_record(run.record_path)["status"] == "done":
                 continue  # finished by another runner meanwhile
             run_started = time.time()

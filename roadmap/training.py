@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,9 +13,9 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from convnext_steps import build_model
+from convnext_steps import Step, build_model, get_step
 
-from .config import TrainConfig
+from .config import TrainConfig, from_dict
 from .data import run_seed
 
 
@@ -32,9 +33,17 @@ class RoadmapClassifier(pl.LightningModule):
     # How often the loss is checked for NaN/inf: a host sync, so not at every step.
     FINITE_CHECK_EVERY = 20
 
-    def __init__(self, step: str, cfg: TrainConfig, num_classes: int, in_chans: int, world_size: int = 1) -> None:
+    def __init__(self, step: Step | str, cfg: TrainConfig | dict[str, Any], num_classes: int, in_chans: int,
+                 world_size: int = 1, spec: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters({"step": step, "num_classes": num_classes, "in_chans": in_chans})
+        from .weights import spec_of, step_from_spec
+        if isinstance(cfg, dict):  # from a checkpoint's hyperparameters: load_from_checkpoint(path)
+            cfg = from_dict(TrainConfig, cfg, "train.")
+        step = step_from_spec(step, spec) if isinstance(step, str) else get_step(step)
+        # Everything needed to rebuild the module, a step defined in a study included (its
+        # spec; width_mult is in cfg); also what the trackers log as hyperparameters.
+        self.save_hyperparameters({"step": step.slug, "spec": spec_of(step), "cfg": asdict(cfg),
+                                   "num_classes": num_classes, "in_chans": in_chans, "world_size": world_size})
         self.cfg = cfg
         self.world_size = world_size
         self.model = build_model(step, num_classes=num_classes, in_chans=in_chans, width_mult=cfg.width_mult,
@@ -96,9 +105,11 @@ class RoadmapClassifier(pl.LightningModule):
             # No weight decay on biases, norms and layer scale (as timm / the ConvNeXt code).
             (no_decay if param.ndim <= 1 or name.endswith("gamma") else decay).append(param)
         lr = cfg.lr * cfg.batch_size * self.world_size / cfg.lr_reference_batch
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=lr, betas=tuple(cfg.betas), fused=True)  # fused: ~4x faster step
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=True)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=True)  # fused: ~4x faster
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = int(round(total * cfg.warmup_epochs / cfg.epochs))
         floor = min(cfg.min_lr / lr, 1.0)

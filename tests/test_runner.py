@@ -329,9 +329,9 @@ def test_compile_knob_compiles_in_place_and_keeps_checkpoint_keys():
     assert list(compiled.state_dict()) == list(plain.state_dict())
     from convnext_steps import get_step
     study, step = load_study("smoke")[0], get_step("convnext_t")
-    payload = run_payload(study, step, 0, 1, "data")
+    payload = run_payload(study.train, step, 0, 1, "data")
     study.train.compile = True
-    assert run_payload(study, step, 0, 1, "data") == payload  # an execution detail, not a new run
+    assert run_payload(study.train, step, 0, 1, "data") == payload  # an execution detail, not a new run
 
 
 def test_records_are_kept_per_config_and_a_null_done_record_is_trained_again(tmp_path):

@@ -1,0 +1,229 @@
+"""Studies side by side: `python runner.py compare STUDY_A STUDY_B [...]`.
+
+Per step, each study's top-1 (mean, std, seeds, 95% interval of the mean) and the difference
+of every other study from the first, with its 95% interval by Welch's t-test (two studies are
+different runs, so nothing is paired, and their seed spreads need not be equal). Written to
+`<out>/compare_<A>_vs_<B>.csv` and `.md`, drawn to `<plots>/compare_<A>_vs_<B>.png`; when
+the studies' configs differ, the `train.*` keys that differ are listed with their values.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .config import ConfigError
+from .lookup import study_records
+
+COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]  # Okabe-Ito
+
+
+def mean_ci95(values: list[float]) -> float:
+    """Half-width of the 95% t-interval of the mean (NaN below 2 values)."""
+    if len(values) < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def welch(b: list[float], a: list[float]) -> tuple[float, float, float, float]:
+    """mean(b) - mean(a), its 95% interval (Welch) and the two-sided p-value; NaN for the
+    interval and p when either side has fewer than 2 runs."""
+    if not a or not b:
+        return (math.nan,) * 4
+    delta = float(np.mean(b) - np.mean(a))
+    if len(a) < 2 or len(b) < 2:
+        return delta, math.nan, math.nan, math.nan
+    if np.var(a) == 0 and np.var(b) == 0:  # no spread at all: the interval is the point
+        return delta, delta, delta, 0.0 if delta else 1.0
+    with warnings.catch_warnings():  # one side without spread: scipy warns of lost precision
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(b, a, equal_var=False)
+        interval = result.confidence_interval(0.95)
+    return delta, float(interval.low), float(interval.high), float(result.pvalue)
+
+
+def comparison_table(records: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """One row per step (in roadmap order, steps of any study), top-1 per study and each
+    later study's difference from the first."""
+    names = list(records)
+    steps: dict[str, tuple[int, str]] = {}
+    for recs in records.values():
+        for r in recs:
+            steps.setdefault(r["step"], (r.get("step_index", 10**6), r.get("label", r["step"])))
+    rows = []
+    for slug, (index, label) in sorted(steps.items(), key=lambda item: (item[1][0], item[0])):
+        row: dict[str, Any] = {"step_index": index, "step": slug, "label": label}
+        top1 = {name: [float(r["top1"]) for r in recs if r["step"] == slug] for name, recs in records.items()}
+        for name in names:
+            values = top1[name]
+            row[f"{name}_n"] = len(values)
+            row[f"{name}_top1_mean"] = float(np.mean(values)) if values else math.nan
+            row[f"{name}_top1_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+            row[f"{name}_top1_ci95"] = mean_ci95(values)
+        for name in names[1:]:
+            delta, low, high, p = welch(top1[name], top1[names[0]])
+            key = f"{name}_minus_{names[0]}"
+            row[key], row[f"{key}_ci95_low"], row[f"{key}_ci95_high"], row[f"{key}_p"] = delta, low, high, p
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _values(records: list[dict[str, Any]], get: Any) -> list[Any]:
+    seen: list[Any] = []
+    for r in records:
+        value = get(r)
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def config_differences(records: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """`train.KEY: A=value, B=value` for every train key (and the resolved precision and world
+    size) whose value is not the same in every study; a study of several configs shows each."""
+    getters: dict[str, Any] = {}
+    keys = sorted({k for recs in records.values() for r in recs for k in (r.get("config") or {})})
+    for key in keys:
+        getters[f"train.{key}"] = lambda r, key=key: (r.get("config") or {}).get(key, "(absent)")
+    getters["precision (as run)"] = lambda r: r.get("precision")
+    getters["world_size"] = lambda r: r.get("world_size")
+    lines = []
+    for label, get in getters.items():
+        per_study = {name: _values(recs, get) for name, recs in records.items()}
+        distinct = {repr(v) for values in per_study.values() for v in values}
+        if len(distinct) > 1:
+            shown = ", ".join(f"{name}={' | '.join(_fmt_value(v) for v in values)}"
+                              for name, values in per_study.items())
+            lines.append(f"{label}: {shown}")
+    return lines
+
+
+def _fmt_value(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _fmt(value: float, spec: str = ".2f", signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, ("+" if signed else "") + spec)
+
+
+def markdown(table: pd.DataFrame, names: list[str]) -> str:
+    header = ["#", "step"] + [f"{n} top-1 % ± std (n)" for n in names] + \
+             [f"{n} − {names[0]} [95% CI, Welch]" for n in names[1:]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["--:", ":--"] + ["--:"] * (len(header) - 2)) + "|"]
+    for _, row in table.iterrows():
+        cells = [str(int(row["step_index"])) if row["step_index"] < 10**6 else "", row["step"]]
+        for n in names:
+            if row[f"{n}_n"] == 0:
+                cells.append("—")
+            else:
+                std = "" if math.isnan(row[f"{n}_top1_std"]) else f" ± {row[f'{n}_top1_std']:.2f}"
+                cells.append(f"{row[f'{n}_top1_mean']:.2f}{std} ({int(row[f'{n}_n'])})")
+        for n in names[1:]:
+            key = f"{n}_minus_{names[0]}"
+            interval = ("" if math.isnan(row[f"{key}_ci95_low"]) else
+                        f" [{_fmt(row[f'{key}_ci95_low'], signed=True)}, {_fmt(row[f'{key}_ci95_high'], signed=True)}]")
+            cells.append(_fmt(row[key], signed=True) + interval)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Path) -> Path:
+    """Top: per-step top-1 of each study (mean, 95% interval of the mean). Bottom: each later
+    study minus the first, with Welch's 95% interval; filled where the interval excludes 0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n_steps = len(table)
+    fig = Figure(figsize=(max(8.0, 0.75 * n_steps + 3), 8.5), dpi=110)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
+    x = np.arange(n_steps)
+    width = min(0.18, 0.7 / max(len(names), 1))
+    for i, name in enumerate(names):
+        offset = (i - (len(names) - 1) / 2) * width
+        mean = table[f"{name}_top1_mean"].to_numpy(float)
+        ci = np.nan_to_num(table[f"{name}_top1_ci95"].to_numpy(float))
+        n = table[f"{name}_n"].to_numpy(int)
+        top.errorbar(x + offset, mean, yerr=ci, fmt="o", color=COLORS[i % len(COLORS)], capsize=4, ms=6,
+                     label=f"{name} (n = {', '.join(map(str, sorted(set(n[n > 0]))))} seeds)")
+    low_y, high_y = top.get_ylim()
+    top.set_ylim(max(low_y, 0.0), min(high_y, 100.5))  # a mean's interval may reach past 0-100%
+    top.set_ylabel("top-1 % (mean, 95% CI)")
+    top.set_title("per-step top-1", loc="left", fontsize=11)
+    top.legend(loc="best", fontsize=9, frameon=False)
+    for j, name in enumerate(names[1:], 1):
+        key = f"{name}_minus_{names[0]}"
+        offset = (j - 1 - (len(names) - 2) / 2) * width if len(names) > 2 else 0.0
+        delta = table[key].to_numpy(float)
+        low, high = table[f"{key}_ci95_low"].to_numpy(float), table[f"{key}_ci95_high"].to_numpy(float)
+        err = np.vstack([np.nan_to_num(delta - low), np.nan_to_num(high - delta)])
+        color = COLORS[j % len(COLORS)]
+        bottom.errorbar(x + offset, delta, yerr=err, fmt="none", ecolor=color, capsize=4)
+        excludes = (low > 0) | (high < 0)
+        if excludes.any():
+            bottom.scatter((x + offset)[excludes], delta[excludes], color=color, s=40, zorder=3,
+                           label=f"{name} − {names[0]}: 95% CI excludes 0")
+        if (~excludes).any():
+            bottom.scatter((x + offset)[~excludes], delta[~excludes], facecolors="white", edgecolors=color, s=40,
+                           zorder=3, label=f"{name} − {names[0]}: CI includes 0 (or n < 2)")
+    bottom.axhline(0, color="#444444", lw=0.8)
+    bottom.set_ylabel("difference, points (Welch 95% CI)")
+    bottom.set_title("difference from " + names[0], loc="left", fontsize=11)
+    bottom.legend(loc="best", fontsize=9, frameon=False)
+    labels = [f"{int(i)} {s}" if i < 10**6 else s for i, s in zip(table["step_index"], table["step"])]
+    for ax in (top, bottom):
+        ax.set_xticks(x)
+        ax.set_xlim(-0.6, n_steps - 0.4)
+        ax.grid(axis="y", color="#dddddd", lw=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    top.set_xticklabels([])
+    bottom.set_xticklabels(labels, rotation=35 if n_steps > 4 else 0, ha="right" if n_steps > 4 else "center")
+    fig.suptitle(" vs ".join(names), x=0.01, ha="left", fontsize=13, fontweight="bold")
+    note = ("configs differ in: " + "; ".join(differences)) if differences else "same train config"
+    if len(note) > 160:
+        note = note[:157] + "..."
+    fig.text(0.01, 0.935, note, ha="left", va="top", fontsize=9, color="#444444")
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.87, bottom=0.16 if n_steps > 4 else 0.08, hspace=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def compare_studies(names: list[str], out_dir: Path, plots_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Print the comparison and write its CSV, Markdown and PNG; returns the table and paths."""
+    from .records import atomic_write_text
+    if len(names) < 2:
+        raise ConfigError("compare needs two or more studies: python runner.py compare STUDY_A STUDY_B [...]")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"compare: a study is named twice ({' '.join(names)})")
+    records = {}
+    for name in names:
+        done = study_records(Path(out_dir) / name)
+        if not done:
+            raise ConfigError(f"study {name} has no finished runs in {Path(out_dir) / name / 'runs'}; train it first")
+        records[name] = done
+    table = comparison_table(records)
+    differences = config_differences(records)
+    text = markdown(table, names)
+    about = ("configs differ in:\n" + "\n".join(f"  {line}" for line in differences)) if differences else \
+        "configs: the same train settings"
+    stem = "compare_" + "_vs_".join(names)
+    csv_path, md_path = Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.md"
+    atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(md_path, f"# {' vs '.join(names)}\n\n{text}\n\n{about}\n")
+    png = draw(table, names, differences, Path(plots_dir) / f"{stem}.png")
+    print(f"{' vs '.join(names)}: per-step top-1; differences from {names[0]} with Welch 95% intervals\n")
+    print(text)
+    print(f"\n{about}")
+    for path in (csv_path, md_path, png):
+        print(f"wrote {path}")
+    return table, [csv_path, md_path, png]

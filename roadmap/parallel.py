@@ -1,0 +1,98 @@
+"""`--jobs N`: N runners on one study at once, the CPU's cores split between them.
+
+Each job is an ordinary runner process (the same command, one job, `cores // N` threads);
+the per-run locks and atomic records that let any number of runners share a study decide
+who trains what, so the records are exactly those N separate runners would leave. The
+parent forwards signals, waits, and draws the tables and figures once at the end.
+
+Why: the default study's small layers (width x0.25, maps of 8x8 down to 1x1) do not keep
+two threads busy; two single-thread runs at once train more images per second than one run
+on two threads (benchmarks/jobs.py measures both, side by side).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from convnext_steps import build_model
+from convnext_steps.complexity import count_macs
+
+from .config import ConfigError, StudyConfig
+from .datasets import describe
+
+RUNNER = Path(__file__).resolve().parents[1] / "runner.py"
+# auto: several single-thread jobs while one training image of the study's largest model
+# costs at most this many GMACs (forward, at the study's resolution and width); above it,
+# one job with every core. From benchmarks/jobs.py on the development CPU (README "Speed").
+SMALL_MODEL_GMACS = 0.5
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask: what a container or SLURM allows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def largest_model_gmacs(study: StudyConfig, steps: list) -> float:
+    """Forward GMACs of one training image of the study's most expensive step."""
+    data = describe(study.train)
+    import torch
+    with torch.device("meta"):
+        return max(count_macs(build_model(step, num_classes=data.num_classes, in_chans=data.in_chans,
+                                          width_mult=study.train.width_mult),
+                              study.train.resolution, data.in_chans) for step in steps) / 1e9
+
+
+def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on_gpu: bool,
+                 world_size: int) -> int:
+    """How many runner processes to start. `auto`: one per core, one thread each, for a CPU
+    study of small models (SMALL_MODEL_GMACS); one otherwise (a GPU, DDP, big models)."""
+    if value != "auto":
+        try:
+            jobs = int(value)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            raise ConfigError(f"--jobs {value!r} must be a positive number or auto")
+        if jobs > 1 and (on_gpu or world_size > 1):
+            raise ConfigError("--jobs > 1 runs several CPU runners at once; with GPUs or several devices per run "
+                              "use --shard i/n for several jobs instead")
+        return max(1, min(jobs, runs_todo))
+    if on_gpu or world_size > 1 or runs_todo < 2 or cpu_cores() < 2:
+        return 1
+    return min(cpu_cores(), runs_todo) if largest_model_gmacs(study, steps) <= SMALL_MODEL_GMACS else 1
+
+
+def run_jobs(argv: list[str], jobs: int) -> int:
+    """Start `jobs` runners with the same arguments, each with its share of the cores; wait
+    for all. Returns the worst exit code (130 if any was interrupted)."""
+    threads = max(1, cpu_cores() // jobs)
+    children = []
+    for k in range(jobs):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ROADMAP_JOB": f"{k + 1}/{jobs}"}
+        command = [sys.executable, str(RUNNER), *argv, "--jobs", "1", "--threads", str(threads), "--no-report"]
+        # Its own session: a terminal's Ctrl-C reaches the parent alone, which forwards it
+        # once (twice would stop a job at once instead of at its next checkpoint).
+        children.append(subprocess.Popen(command, env=env, start_new_session=True))
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for code in (130, 2, 1):
+        if code in codes:
+            return code
+    return max(codes, key=abs)
