@@ -56,9 +56,12 @@ def write_study(folder: Path, steps: str, seeds: int, train_size: int) -> Path:
     return path
 
 
+RUNNER_ARGS: list[str] = []  # more runner arguments (--runner-args), e.g. --jobs 1
+
+
 def command(root: Path, config: Path, out: Path) -> list[str]:
     return [sys.executable, str(root / "runner.py"), "--config", str(config), "--out", str(out),
-            "--plots", str(out / "plots")]
+            "--plots", str(out / "plots"), *RUNNER_ARGS]
 
 
 def env() -> dict[str, str]:
@@ -136,7 +139,8 @@ def compare(found: dict[str, list[dict]], reference: dict[str, dict]) -> dict[st
 
 
 def campaign(trials: int, seed: int, out: Path, steps: str = "0-3", seeds: int = 2, train_size: int = 1024,
-             root: Path = ROOT, verbose: bool = True) -> list[dict]:
+             root: Path = ROOT, verbose: bool = True, runner_args: tuple[str, ...] = ()) -> list[dict]:
+    RUNNER_ARGS[:] = runner_args
     shutil.rmtree(out, ignore_errors=True)
     config = write_study(out, steps, seeds, train_size)
     reference, wall = reference_run(root, config, out / "reference")
@@ -170,8 +174,10 @@ def main() -> int:
     parser.add_argument("--train-size", type=int, default=1024)
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose runner.py is tested")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per trial here")
+    parser.add_argument("--runner-args", default="", help="more runner arguments, e.g. '--jobs 1'")
     args = parser.parse_args()
-    rows = campaign(args.trials, args.seed, args.out, args.steps, args.seeds, args.train_size, args.root)
+    rows = campaign(args.trials, args.seed, args.out, args.steps, args.seeds, args.train_size, args.root,
+                    runner_args=tuple(args.runner_args.split()))
     total = {key: sum(row[key] for row in rows) for key in ("kills", "failures", "tracebacks", "deferred", "identical",
                                                             "different", "null", "duplicated", "missing",
                                                             "corrupt_checkpoints")}

@@ -12,8 +12,10 @@ from kill_campaign import campaign  # noqa: E402
 
 
 def test_random_kill_9_campaign_three_trials(tmp_path):
+    # One job (--jobs 1): three processes started per attempt would triple the test's time;
+    # test_signals.py kills a runner of --jobs 2.
     rows = campaign(trials=3, seed=7, out=tmp_path / "campaign", steps="patchify_stem", seeds=2, train_size=512,
-                    verbose=False)
+                    verbose=False, runner_args=("--jobs", "1"))
     assert sum(row["kills"] for row in rows) >= 3, rows
     for row in rows:
         assert row["finished"] and row["failures"] == 0, row
