@@ -86,7 +86,7 @@ def reference_run(root: Path, config: Path, out: Path) -> tuple[dict[str, dict],
 
 
 def trial(root: Path, config: Path, out: Path, rng: random.Random, max_delay: float, expected: int,
-          max_attempts: int = 100) -> dict:
+          min_delay: float = 0.3, max_kills: int | None = None, max_attempts: int = 100) -> dict:
     """Kill, rerun, ... until a rerun finishes by itself with all `expected` runs recorded.
     Counts kills, failed exits, tracebacks, and exits 0 that left a run to another runner."""
     kills = failures = tracebacks = in_a_row = deferred = 0
@@ -95,7 +95,8 @@ def trial(root: Path, config: Path, out: Path, rng: random.Random, max_delay: fl
         process = subprocess.Popen(command(root, config, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True, env=env())
         try:
-            _, stderr = process.communicate(timeout=rng.uniform(0.3, max_delay))
+            delay = rng.uniform(min_delay, max_delay)
+            _, stderr = process.communicate(timeout=None if max_kills is not None and kills >= max_kills else delay)
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
@@ -139,7 +140,8 @@ def compare(found: dict[str, list[dict]], reference: dict[str, dict]) -> dict[st
 
 
 def campaign(trials: int, seed: int, out: Path, steps: str = "0-3", seeds: int = 2, train_size: int = 1024,
-             root: Path = ROOT, verbose: bool = True, runner_args: tuple[str, ...] = ()) -> list[dict]:
+             root: Path = ROOT, verbose: bool = True, runner_args: tuple[str, ...] = (),
+             min_delay_fraction: float = 0.0, max_kills: int | None = None) -> list[dict]:
     RUNNER_ARGS[:] = runner_args
     shutil.rmtree(out, ignore_errors=True)
     config = write_study(out, steps, seeds, train_size)
@@ -150,10 +152,14 @@ def campaign(trials: int, seed: int, out: Path, steps: str = "0-3", seeds: int =
     rows = []
     for t in range(trials):
         folder = out / f"trial{t:03d}"
-        outcome = trial(root, config, folder, rng, max_delay=wall, expected=len(reference))
+        outcome = trial(root, config, folder, rng, max_delay=wall, expected=len(reference),
+                        min_delay=max(0.3, min_delay_fraction * wall), max_kills=max_kills)
         counts = compare(study_records(folder), reference)
+        # A kill in the middle of an atomic write leaves its hidden temporary file (.<name>...tmp):
+        # never read, git-ignored; listed here to see where kills landed.
+        temporaries = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".tmp" in p.name)
         leftovers = {"corrupt_checkpoints": len(list(folder.rglob("*.corrupt-*"))),
-                     "temporaries": len([p for p in folder.rglob("*") if ".tmp" in p.name])}
+                     "temporaries": len(temporaries), "temporary_names": " ".join(temporaries)}
         rows.append({"trial": t, **outcome, **counts, **leftovers})
         if verbose:
             print(f"trial {t}: {outcome['kills']} kill(s), {outcome['failures']} failed exit(s); "
@@ -175,9 +181,13 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose runner.py is tested")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per trial here")
     parser.add_argument("--runner-args", default="", help="more runner arguments, e.g. '--jobs 1'")
+    parser.add_argument("--min-delay-fraction", type=float, default=0.0,
+                        help="kill no sooner than this fraction of the uninterrupted wall time")
+    parser.add_argument("--max-kills", type=int, default=None, help="kills per trial at most")
     args = parser.parse_args()
     rows = campaign(args.trials, args.seed, args.out, args.steps, args.seeds, args.train_size, args.root,
-                    runner_args=tuple(args.runner_args.split()))
+                    runner_args=tuple(args.runner_args.split()), min_delay_fraction=args.min_delay_fraction,
+                    max_kills=args.max_kills)
     total = {key: sum(row[key] for row in rows) for key in ("kills", "failures", "tracebacks", "deferred", "identical",
                                                             "different", "null", "duplicated", "missing",
                                                             "corrupt_checkpoints")}
