@@ -6,7 +6,10 @@ Each trial runs a smoke study (default --steps 0-3 --seeds 2: 8 runs, a checkpoi
 second) and kills it with SIGKILL after a random delay (uniform up to the uninterrupted
 study's wall time, so kills land in start-up, training, checkpoint and record writes and
 figures alike), reruns the same command, kills again, ... until a rerun finishes by itself
-(or fails 3 times in a row: a trial that cannot finish).
+with every run recorded (a rerun that finds a run's lock still held by a job of the killed
+runner skips it, and the next rerun trains it), or fails 3 times in a row: a trial that
+cannot finish. The runner's default --jobs applies (2 single-thread jobs on 2 cores): the
+kill hits the parent, whose jobs must stop with it.
 Then every record is compared with the uninterrupted run's: top-1, top-5 and val_loss must
 be identical; none may be null, duplicated (two records of one run) or missing.
 
@@ -53,9 +56,12 @@ def write_study(folder: Path, steps: str, seeds: int, train_size: int) -> Path:
     return path
 
 
+RUNNER_ARGS: list[str] = []  # more runner arguments (--runner-args), e.g. --jobs 1
+
+
 def command(root: Path, config: Path, out: Path) -> list[str]:
     return [sys.executable, str(root / "runner.py"), "--config", str(config), "--out", str(out),
-            "--plots", str(out / "plots")]
+            "--plots", str(out / "plots"), *RUNNER_ARGS]
 
 
 def env() -> dict[str, str]:
@@ -79,10 +85,11 @@ def reference_run(root: Path, config: Path, out: Path) -> tuple[dict[str, dict],
     return {name: records[0] for name, records in study_records(out).items()}, time.time() - started
 
 
-def trial(root: Path, config: Path, out: Path, rng: random.Random, max_delay: float,
+def trial(root: Path, config: Path, out: Path, rng: random.Random, max_delay: float, expected: int,
           max_attempts: int = 100) -> dict:
-    """Kill, rerun, ... until a run finishes by itself. Counts kills, failed exits, tracebacks."""
-    kills = failures = tracebacks = in_a_row = 0
+    """Kill, rerun, ... until a rerun finishes by itself with all `expected` runs recorded.
+    Counts kills, failed exits, tracebacks, and exits 0 that left a run to another runner."""
+    kills = failures = tracebacks = in_a_row = deferred = 0
     last_error = ""
     for _ in range(max_attempts):
         process = subprocess.Popen(command(root, config, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -96,17 +103,20 @@ def trial(root: Path, config: Path, out: Path, rng: random.Random, max_delay: fl
             in_a_row = 0
             continue
         tracebacks += "Traceback" in stderr
+        if process.returncode == 0 and len(study_records(out)) < expected:
+            deferred += 1  # a run was still locked by a stopping job of the killed runner
+            continue
         if process.returncode == 0:
-            return {"kills": kills, "failures": failures, "tracebacks": tracebacks, "finished": True,
-                    "last_error": last_error}
+            return {"kills": kills, "failures": failures, "tracebacks": tracebacks, "deferred": deferred,
+                    "finished": True, "last_error": last_error}
         failures += 1
         in_a_row += 1
         last_error = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {process.returncode}"
         print(f"    exit {process.returncode}: {last_error}", flush=True)
         if in_a_row >= 3:
             break
-    return {"kills": kills, "failures": failures, "tracebacks": tracebacks, "finished": False,
-            "last_error": last_error}
+    return {"kills": kills, "failures": failures, "tracebacks": tracebacks, "deferred": deferred,
+            "finished": False, "last_error": last_error}
 
 
 def compare(found: dict[str, list[dict]], reference: dict[str, dict]) -> dict[str, int]:
@@ -129,7 +139,8 @@ def compare(found: dict[str, list[dict]], reference: dict[str, dict]) -> dict[st
 
 
 def campaign(trials: int, seed: int, out: Path, steps: str = "0-3", seeds: int = 2, train_size: int = 1024,
-             root: Path = ROOT, verbose: bool = True) -> list[dict]:
+             root: Path = ROOT, verbose: bool = True, runner_args: tuple[str, ...] = ()) -> list[dict]:
+    RUNNER_ARGS[:] = runner_args
     shutil.rmtree(out, ignore_errors=True)
     config = write_study(out, steps, seeds, train_size)
     reference, wall = reference_run(root, config, out / "reference")
@@ -139,7 +150,7 @@ def campaign(trials: int, seed: int, out: Path, steps: str = "0-3", seeds: int =
     rows = []
     for t in range(trials):
         folder = out / f"trial{t:03d}"
-        outcome = trial(root, config, folder, rng, max_delay=wall)
+        outcome = trial(root, config, folder, rng, max_delay=wall, expected=len(reference))
         counts = compare(study_records(folder), reference)
         leftovers = {"corrupt_checkpoints": len(list(folder.rglob("*.corrupt-*"))),
                      "temporaries": len([p for p in folder.rglob("*") if ".tmp" in p.name])}
@@ -163,16 +174,19 @@ def main() -> int:
     parser.add_argument("--train-size", type=int, default=1024)
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose runner.py is tested")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per trial here")
+    parser.add_argument("--runner-args", default="", help="more runner arguments, e.g. '--jobs 1'")
     args = parser.parse_args()
-    rows = campaign(args.trials, args.seed, args.out, args.steps, args.seeds, args.train_size, args.root)
-    total = {key: sum(row[key] for row in rows) for key in ("kills", "failures", "tracebacks", "identical",
+    rows = campaign(args.trials, args.seed, args.out, args.steps, args.seeds, args.train_size, args.root,
+                    runner_args=tuple(args.runner_args.split()))
+    total = {key: sum(row[key] for row in rows) for key in ("kills", "failures", "tracebacks", "deferred", "identical",
                                                             "different", "null", "duplicated", "missing",
                                                             "corrupt_checkpoints")}
     records = total["identical"] + total["different"] + total["null"] + total["missing"]
     print(f"{len(rows)} trials, {total['kills']} kills: {total['identical']}/{records} records identical, "
           f"{total['different']} different, {total['null']} null, {total['duplicated']} duplicated, "
           f"{total['missing']} missing; {total['failures']} failed exits ({total['tracebacks']} with a traceback), "
-          f"{total['corrupt_checkpoints']} checkpoints set aside; "
+          f"{total['corrupt_checkpoints']} checkpoints set aside, {total['deferred']} reruns that left a run "
+          "to a stopping job; "
           f"{sum(not row['finished'] for row in rows)} trials did not finish")
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)

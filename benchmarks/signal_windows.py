@@ -72,8 +72,11 @@ def env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **extra}
 
 
+JOBS: list[str] = []  # ["--jobs", "1"] where the runner has --jobs: the windows are in one process
+
+
 def runner_args(config: Path, out: Path) -> list[str]:
-    return ["--config", str(config), "--out", str(out), "--plots", str(out / "plots")]
+    return ["--config", str(config), "--out", str(out), "--plots", str(out / "plots"), *JOBS]
 
 
 def records(out: Path) -> dict[str, list[dict]]:
@@ -131,6 +134,8 @@ def main() -> int:
     parser.add_argument("--windows", default=",".join(name for name, _, _ in WINDOWS))
     parser.add_argument("--signals", default=",".join(SIGNALS))
     args = parser.parse_args()
+    if "--jobs" in (args.root / "runner.py").read_text():
+        JOBS[:] = ["--jobs", "1"]
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     config = args.out / "windows.yaml"

@@ -69,6 +69,21 @@ def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on
     return min(cpu_cores(), runs_todo) if largest_model_gmacs(study, steps) <= SMALL_MODEL_GMACS else 1
 
 
+def _stop_with_parent(parent: int):  # noqa: ANN202 - a preexec_fn
+    """A job gets SIGTERM (a checkpoint, then exit 130) when the runner that started it dies,
+    even by kill -9 (Linux: PR_SET_PDEATHSIG). Without it, jobs in their own session outlived
+    a killed parent, holding their runs' locks: a rerun skipped those runs."""
+    def preexec() -> None:
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: nothing to do
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
+
 def run_jobs(argv: list[str], jobs: int) -> int:
     """Start `jobs` runners with the same arguments, each with its share of the cores; wait
     for all. Returns the worst exit code (130 if any was interrupted)."""
@@ -79,7 +94,8 @@ def run_jobs(argv: list[str], jobs: int) -> int:
         command = [sys.executable, str(RUNNER), *argv, "--jobs", "1", "--threads", str(threads), "--no-report"]
         # Its own session: a terminal's Ctrl-C reaches the parent alone, which forwards it
         # once (twice would stop a job at once instead of at its next checkpoint).
-        children.append(subprocess.Popen(command, env=env, start_new_session=True))
+        children.append(subprocess.Popen(command, env=env, start_new_session=True,
+                                         preexec_fn=_stop_with_parent(os.getpid())))
 
     def forward(signum: int, frame: object) -> None:
         for child in children:

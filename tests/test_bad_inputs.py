@@ -84,16 +84,16 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
 
 
 def test_an_interrupted_plot_leaves_no_temporary_file(tiny_reference, tmp_path, monkeypatch, capsys):
-    import roadmap.report as report
+    from matplotlib.figure import Figure
     out = tmp_path / "out"
     shutil.copytree(tiny_reference["_out"], out)
-    real_savefig = report.Figure.savefig
+    real_savefig = Figure.savefig
 
     def savefig(self, path, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while the figure is written
         return real_savefig(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(report.Figure, "savefig", savefig)
+    monkeypatch.setattr(Figure, "savefig", savefig)
     assert runner.main(["plot", "--study", "tiny", "--out", str(out), "--plots", str(tmp_path / "plots")]) == 130
     assert "interrupted (SIGTERM)" in capsys.readouterr().err
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
