@@ -115,7 +115,8 @@ def test_two_runners_on_one_study_never_run_the_same_run(tmp_path):
     second = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     outputs = [p.communicate(timeout=900) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    trained = [line for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("  done:")]
+    # "  done:" lines, with or without a "[job k/n]" prefix (--jobs auto may split a runner)
+    trained = [line for stdout, _ in outputs for line in stdout.splitlines() if "  done:" in line]
     assert len(trained) == 4, outputs
     assert len(records(out)) == 4
     assert not list((out / "robust" / "locks").glob("*.lock")), "locks are released"
@@ -141,6 +142,12 @@ def test_slurm_script_arguments_dry_run(tmp_path):
            "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "8",
            "SLURM_NTASKS_PER_NODE": "8", "SLURM_NNODES": "4"}
     (tmp_path / "srun").write_text(f'exec "$@" --dry-run --out {tmp_path / "results"}\n')
+    # a named data folder must exist: a stand-in ImageNet with one global batch of files
+    for split, count in (("train", 4096), ("val", 1)):
+        folder = tmp_path / "imagenet" / split / "n01440764"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            (folder / f"{i}.JPEG").touch()
     result = subprocess.run(["bash", str(ROOT / "slurm" / "imagenet_array.sbatch")], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
