@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,22 +11,9 @@ import torch
 
 import runner
 from roadmap.config import ConfigError, load_study
+from cli import run_cli, assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_list_prints_the_roadmap():

@@ -2,9 +2,6 @@
 shipped question studies, and --jobs (several runs at once on one study)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +12,7 @@ from roadmap.config import load_study
 from roadmap.definitions import study_steps
 from roadmap.parallel import cpu_cores
 from roadmap.study import study_runs
+from cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,11 +31,6 @@ define:
     change: {}
     train: {lr: 1e-3}
 """
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 def records_of(out: Path, study: str) -> list[dict]:
@@ -170,7 +163,7 @@ def test_jobs_2_trains_the_same_runs_as_jobs_1_once_each(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 jobs at once, 1 thread(s) each" in two.stdout
     one = run_cli(*common, "--jobs", "1", "--out", str(tmp_path / "one"), "--plots", str(tmp_path / "p1"),
-                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+                  env={"OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr[-3000:]
     by_run = {}
     for name in ("two", "one"):
