@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the study's records so far (default: 0.5 1.0)")
     parser.add_argument("--retry-failed", action="store_true", help="train again runs recorded as failed")
     parser.add_argument("--jobs", default="auto",
-                        help="runs trained at once, the CPU cores split between them (default auto: one per core "
-                             "for CPU studies of small models, else 1)")
+                        help="runs trained at once, the CPU cores split between them (default auto: for CPU studies "
+                             "of small models one run per core, each on one thread; else 1 run on every core)")
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)  # a job's share of the cores
     parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a job: the parent reports
     return parser
@@ -176,7 +176,7 @@ def train_command(args: argparse.Namespace) -> int:
     import torch
 
     from roadmap.definitions import study_steps
-    from roadmap.parallel import cpu_cores, resolve_jobs, run_jobs
+    from roadmap.parallel import resolve_jobs, run_jobs
     from roadmap.study import (check_trainable, execute, other_config_records, plan_runs, process_rank, training_gmacs,
                                world_size_of, write_study_manifest)
 
@@ -221,16 +221,21 @@ def train_command(args: argparse.Namespace) -> int:
     for slug in dict.fromkeys(r.step.slug for r in runs if r.state != "done" and r.train.pretrained):
         ensure_torchvision_weights(slug)
     todo = [r for r in runs if r.state in ("todo", "resume") or (r.state == "failed" and args.retry_failed)]
-    jobs = resolve_jobs(args.jobs, study, study_steps(study), len(todo),
+    jobs, threads = resolve_jobs(args.jobs, study, study_steps(study), len(todo),
                         on_gpu=study.train.accelerator in ("gpu", "cuda") or torch.cuda.is_available(),
                         world_size=world_size_of(study))
+    threads = args.threads or threads  # a job started by run_jobs: its share, set by its parent
     if jobs > 1:
-        print(f"{jobs} jobs at once, {max(1, cpu_cores() // jobs)} thread(s) each", flush=True)
-        code = run_jobs(args.argv, jobs)
+        print(f"{jobs} jobs at once, {threads} thread(s) each", flush=True)
+        code = run_jobs(args.argv, jobs, threads)
     else:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
+        finally:
+            torch.set_num_threads(before)  # runner.main called from Python leaves the caller's threads
     if shard == (0, 1) and process_rank() == 0 and not args.no_report:  # shards: `runner.py plot` at the end
         from roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name

@@ -50,9 +50,15 @@ def largest_model_gmacs(study: StudyConfig, steps: list) -> float:
 
 
 def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on_gpu: bool,
-                 world_size: int) -> int:
-    """How many runner processes to start. `auto`: one per core, one thread each, for a CPU
-    study of small models (SMALL_MODEL_GMACS); one otherwise (a GPU, DDP, big models)."""
+                 world_size: int) -> tuple[int, int | None]:
+    """How many runner processes to start, and each one's CPU threads (None: leave torch's).
+
+    `auto`: for a CPU study of small models (SMALL_MODEL_GMACS), one job per core and one
+    thread per run, also when a single run is left: CPU kernels split their sums by thread, so
+    a run's last bits depend on its thread count, and a fixed count keeps each record the
+    same whether its run trained alone, beside others, or resumed after the others were done.
+    Otherwise (a GPU, DDP, big models) one job with every core. `--jobs N`: N jobs, the cores
+    split between them."""
     if value != "auto":
         try:
             jobs = int(value)
@@ -63,10 +69,11 @@ def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on
         if jobs > 1 and (on_gpu or world_size > 1):
             raise ConfigError("--jobs > 1 runs several CPU runners at once; with GPUs or several devices per run "
                               "use --shard i/n for several jobs instead")
-        return max(1, min(jobs, runs_todo))
-    if on_gpu or world_size > 1 or runs_todo < 2 or cpu_cores() < 2:
-        return 1
-    return min(cpu_cores(), runs_todo) if largest_model_gmacs(study, steps) <= SMALL_MODEL_GMACS else 1
+        jobs = max(1, min(jobs, runs_todo))
+        return jobs, (max(1, cpu_cores() // jobs) if jobs > 1 else None)
+    if on_gpu or world_size > 1 or cpu_cores() < 2 or largest_model_gmacs(study, steps) > SMALL_MODEL_GMACS:
+        return 1, None
+    return max(1, min(cpu_cores(), runs_todo)), 1
 
 
 def _stop_with_parent(parent: int):  # noqa: ANN202 - a preexec_fn
@@ -84,10 +91,9 @@ def _stop_with_parent(parent: int):  # noqa: ANN202 - a preexec_fn
     return preexec
 
 
-def run_jobs(argv: list[str], jobs: int) -> int:
-    """Start `jobs` runners with the same arguments, each with its share of the cores; wait
-    for all. Returns the worst exit code (130 if any was interrupted)."""
-    threads = max(1, cpu_cores() // jobs)
+def run_jobs(argv: list[str], jobs: int, threads: int) -> int:
+    """Start `jobs` runners with the same arguments, `threads` CPU threads each; wait for all.
+    Returns the worst exit code (130 if any was interrupted)."""
     children = []
     for k in range(jobs):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ROADMAP_JOB": f"{k + 1}/{jobs}"}

@@ -39,7 +39,7 @@ from .datasets import describe, fingerprint
 from .records import (RECORD_VERSION, CorruptRecordError, git_state, load_records, read_record, record_filename,
                       run_lock, run_name, write_manifest, write_record)
 from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
-from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput
+from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput, thread_warning
 from .weights import load_pretrained, save_weights, spec_of, weights_path
 
 
@@ -197,6 +197,9 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     datamodule = make_datamodule(cfg, run.seed)
     # last.ckpt, else previous.ckpt; one that cannot be loaded is set aside (a warning)
     resume, saved = resume_point(run.checkpoint_dir, owner=process_rank() == 0)
+    warning = thread_warning(saved, run.name)
+    if warning and process_rank() == 0:
+        print(warning, file=sys.stderr, flush=True)
     if saved is not None and hasattr(datamodule, "resume_loader_state"):
         datamodule.resume_loader_state = saved_loader_state(saved)
     keep_rows = checkpoint_rows(saved)  # of the CSV log, when resuming

@@ -143,6 +143,25 @@ class DeterministicResume(pl.Callback):
         if hasattr(loader, "consumed"):
             loader.consumed = batch_idx + 1
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[THREADS_KEY] = torch.get_num_threads()
+
+
+# CPU kernels split their sums by thread: the same run on 1 and on 2 threads differs in the last
+# bits after a few steps, and a few hundred steps later in its top-1. Checkpoints note theirs.
+THREADS_KEY = "torch_threads"
+
+
+def thread_warning(saved: dict[str, Any] | None, run_name: str) -> str | None:
+    """A warning when a run resumes on another number of CPU threads than it was trained on
+    (for instance --jobs 2 then --jobs 1): a valid run, but not the bits of an uninterrupted one."""
+    before = (saved or {}).get(THREADS_KEY)
+    now = torch.get_num_threads()
+    if before is None or before == now or torch.cuda.is_available():
+        return None
+    return (f"warning: {run_name} was trained on {before} CPU thread(s) and resumes on {now}: its numbers will "
+            f"differ in the last bits from an uninterrupted run (resume with the same --jobs to keep them)")
+
 
 class Throughput(pl.Callback):
     """Images per second of training (batches, optimizer and data, validation excluded) and of

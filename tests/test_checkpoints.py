@@ -70,3 +70,21 @@ def test_resume_point_never_loads_a_half_written_file(tmp_path):
     assert resume_point(folder) == (None, None)
     assert [p.name for p in folder.iterdir()][0].startswith("last.ckpt.corrupt-")
     assert len(list(folder.iterdir())) == 1, "temporaries of killed writes are removed"
+
+
+def test_resuming_on_another_thread_count_says_the_bits_will_differ(tmp_path, monkeypatch, capsys):
+    """Stopped under --jobs 1 (every core), resumed under the default (one thread per run for
+    small models): a one-line warning that the numbers are not those of an uninterrupted run."""
+    if torch.get_num_threads() < 2:
+        pytest.skip("needs 2 threads")
+    config, out = tiny_study(tmp_path), tmp_path / "out"
+    no_figures(monkeypatch)
+    signal_at(monkeypatch, signal.SIGTERM, epoch=0, batch=3)
+    assert runner.main(main_args(config, out, "--jobs", "1")) == 130
+    monkeypatch.undo()
+    no_figures(monkeypatch)
+    capsys.readouterr()
+    assert runner.main(main_args(config, out)) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "thread" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: patchify_stem__seed0") and \
+        f"trained on {torch.get_num_threads()} CPU thread(s) and resumes on 1" in warnings[0], warnings

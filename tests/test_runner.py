@@ -164,7 +164,7 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
         return out * float("nan") if self.hparams["step"] == "resnet50" and self.training else out
 
     monkeypatch.setattr(RoadmapClassifier, "forward", nan_for_resnet)
-    code = runner.main(["--preset", "smoke", "--steps", "0,1", "--out", str(tmp_path), "--plots", str(tmp_path / "p")])
+    code = runner.main(["--preset", "smoke", "--steps", "0,1", "--jobs", "1", "--out", str(tmp_path), "--plots", str(tmp_path / "p")])
     assert code == 1
     (failed_path,) = (tmp_path / "smoke" / "runs").glob("resnet50__seed0__*.json")
     failed = json.loads(failed_path.read_text())
@@ -175,7 +175,7 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "smoke" / "results.csv")
     assert table.set_index("step").loc["resnet50", "status"] == "failed"
     # Rerunning keeps the failure (a record of the experiment) and still exits non-zero.
-    assert runner.main(["--preset", "smoke", "--steps", "0,1", "--out", str(tmp_path), "--plots",
+    assert runner.main(["--preset", "smoke", "--steps", "0,1", "--jobs", "1", "--out", str(tmp_path), "--plots",
                         str(tmp_path / "p")]) == 1
 
 

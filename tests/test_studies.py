@@ -2,6 +2,9 @@
 shipped question studies, and --jobs (several runs at once on one study)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -155,26 +158,29 @@ def test_leave_one_out_reverts_one_change_each_and_micro_first_ends_at_convnext_
 
 
 @pytest.mark.skipif(cpu_cores() < 2, reason="needs 2 cores")
-def test_jobs_2_trains_the_same_runs_as_jobs_1_once_each(tmp_path):
-    """--jobs 2 (two single-thread runners) against --jobs 1 with one thread: the same runs,
-    one record each, no duplicates, the same numbers (same seed, machine and thread count)."""
+def test_jobs_2_trains_each_run_once_and_auto_gives_a_lone_run_the_same_numbers(tmp_path):
+    """--jobs 2 (two single-thread runners): the runs, one record each, no duplicates. Then one
+    of those runs alone with the default --jobs auto and no thread setting: still one thread,
+    so the same bits (before: a lone run took both cores, and its numbers differed from the
+    same run trained beside another, or from one resumed after the others were done)."""
     common = ("--preset", "smoke", "--steps", "0-2", "--seeds", "2")
     two = run_cli(*common, "--jobs", "2", "--out", str(tmp_path / "two"), "--plots", str(tmp_path / "p2"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 jobs at once, 1 thread(s) each" in two.stdout
-    one = run_cli(*common, "--jobs", "1", "--out", str(tmp_path / "one"), "--plots", str(tmp_path / "p1"),
-                  env={"OMP_NUM_THREADS": "1"})
-    assert one.returncode == 0, one.stderr[-3000:]
-    by_run = {}
-    for name in ("two", "one"):
-        records = records_of(tmp_path / name, "smoke")
-        runs = [(r["step"], r["seed"]) for r in records]
-        assert len(runs) == len(set(runs)) == 6, "one record per run"
-        assert all(r["threads"] == 1 for r in records)
-        by_run[name] = {(r["step"], r["seed"]): (r["top1"], r["val_loss"], r["config_hash"]) for r in records}
-    assert by_run["two"] == by_run["one"]
+    records = records_of(tmp_path / "two", "smoke")
+    runs = [(r["step"], r["seed"]) for r in records]
+    assert len(runs) == len(set(runs)) == 6, "one record per run"
+    assert all(r["threads"] == 1 for r in records)
     assert two.stdout.count("  done:") == 6
     assert pd.read_csv(tmp_path / "two" / "smoke" / "results.csv")["n_seeds"].tolist() == [2, 2, 2]
+    alone = subprocess.run([sys.executable, str(ROOT / "runner.py"), "--preset", "smoke", "--steps", "1", "--seeds",
+                            "1", "--out", str(tmp_path / "alone"), "--no-report"], capture_output=True, text=True,
+                           timeout=600, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    (lone,) = records_of(tmp_path / "alone", "smoke")
+    (same,) = [r for r in records if (r["step"], r["seed"]) == ("stage_ratio", 0)]
+    assert lone["threads"] == 1
+    assert (lone["top1"], lone["val_loss"], lone["config_hash"]) == (same["top1"], same["val_loss"], same["config_hash"])
 
 
 def test_dry_run_says_how_many_seeds_resolve_a_delta(tmp_path):
