@@ -147,9 +147,17 @@ def training_gmacs(study: StudyConfig, run: Run) -> float:
     """Multiply-adds of training one run: 3x forward (forward + backward) per image."""
     cfg = run.train
     data = describe(cfg)
-    model = build_model(run.step, num_classes=data.num_classes, in_chans=data.in_chans,
-                        width_mult=cfg.width_mult)
-    return 3 * count_macs(model, cfg.resolution, data.in_chans) / 1e9 * data.train_images * cfg.epochs
+    forward = forward_gmacs(run.step, cfg.resolution, cfg.width_mult, data.num_classes, data.in_chans)
+    return 3 * forward * data.train_images * cfg.epochs
+
+
+@functools.lru_cache(maxsize=None)
+def forward_gmacs(step: Step, resolution: int, width_mult: float, num_classes: int, in_chans: int) -> float:
+    """One image's forward multiply-adds, counted on the meta device once per step and shape
+    (not per seed: a 56-run dry run built 56 models with real weights)."""
+    with torch.device("meta"):
+        model = build_model(step, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult)
+    return count_macs(model, resolution, in_chans) / 1e9
 
 
 @functools.lru_cache(maxsize=None)

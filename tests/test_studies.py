@@ -158,10 +158,10 @@ def test_leave_one_out_reverts_one_change_each_and_micro_first_ends_at_convnext_
 
 
 @pytest.mark.skipif(cpu_cores() < 2, reason="needs 2 cores")
-def test_jobs_2_trains_each_run_once_and_auto_gives_a_lone_run_the_same_numbers(tmp_path):
-    """--jobs 2 (two single-thread runners): the runs, one record each, no duplicates. Then one
-    of those runs alone with the default --jobs auto and no thread setting: still one thread,
-    so the same bits (before: a lone run took both cores, and its numbers differed from the
+def test_jobs_2_trains_the_same_runs_as_jobs_1_and_auto_gives_a_lone_run_the_same_numbers(tmp_path):
+    """--jobs 2 (two single-thread runners) against --jobs 1 on one thread: the same runs, one
+    record each, no duplicates, the same numbers. Then one of those runs alone with the
+    default --jobs auto and no thread setting: still one thread, so the same bits (before: a lone run took both cores, and its numbers differed from the
     same run trained beside another, or from one resumed after the others were done)."""
     common = ("--preset", "smoke", "--steps", "0-2", "--seeds", "2")
     two = run_cli(*common, "--jobs", "2", "--out", str(tmp_path / "two"), "--plots", str(tmp_path / "p2"))
@@ -173,6 +173,12 @@ def test_jobs_2_trains_each_run_once_and_auto_gives_a_lone_run_the_same_numbers(
     assert all(r["threads"] == 1 for r in records)
     assert two.stdout.count("  done:") == 6
     assert pd.read_csv(tmp_path / "two" / "smoke" / "results.csv")["n_seeds"].tolist() == [2, 2, 2]
+    one = run_cli(*common, "--jobs", "1", "--out", str(tmp_path / "one"), "--plots", str(tmp_path / "p1"),
+                  env={"OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    numbers = {name: {(r["step"], r["seed"]): (r["top1"], r["val_loss"], r["config_hash"])
+                      for r in records_of(tmp_path / name, "smoke")} for name in ("two", "one")}
+    assert numbers["two"] == numbers["one"], "--jobs 1 on one thread: the same runs, the same numbers"
     alone = subprocess.run([sys.executable, str(ROOT / "runner.py"), "--preset", "smoke", "--steps", "1", "--seeds",
                             "1", "--out", str(tmp_path / "alone"), "--no-report"], capture_output=True, text=True,
                            timeout=600, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
