@@ -18,7 +18,7 @@ preset: smoke
 name: robust
 steps: {steps}
 train:
-  synthetic_train_size: 4096
+  synthetic_train_size: {train_size}
   synthetic_val_size: 256
   batch_size: 32
   epochs: 2
@@ -28,9 +28,9 @@ train:
 """
 
 
-def study_file(tmp_path: Path, steps: str = "patchify_stem") -> Path:
+def study_file(tmp_path: Path, steps: str = "patchify_stem", train_size: int = 4096) -> Path:
     path = tmp_path / "robust.yaml"
-    path.write_text(STUDY.format(steps=steps))
+    path.write_text(STUDY.format(steps=steps, train_size=train_size))
     return path
 
 
@@ -123,7 +123,7 @@ def test_two_runners_on_one_study_never_run_the_same_run(tmp_path):
 
 
 def test_shards_split_the_study_and_together_complete_it(tmp_path):
-    config, out = study_file(tmp_path, steps="0-2"), tmp_path / "out"
+    config, out = study_file(tmp_path, steps="0-2", train_size=512), tmp_path / "out"  # no interruption here
     for shard in ("0/2", "1/2"):
         result = subprocess.run(command(config, out, "--shard", shard, "--epochs", "1"), capture_output=True,
                                 text=True, timeout=600)
