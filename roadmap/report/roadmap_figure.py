@@ -124,8 +124,14 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
                     parent_label=dict(zip(rows["step"], rows["label"])).get(r.parent, ""))
 
     measured.set_yticks(ys, labels)
+    # Bold: the start, and the last step when it is the child of the step above it (the end of
+    # a chain); the last of a study of siblings (leave-one-out) is not an end point.
+    chain = rows.iloc[:n_chain]
+    ends = {chain["order"].iloc[0]}
+    if n_chain > 1 and chain["parent"].iloc[-1] == chain["step"].iloc[-2]:
+        ends.add(chain["order"].iloc[-1])
     for tick, r in zip(measured.get_yticklabels(), rows.itertuples(index=False)):
-        if r.order in (rows["order"].iloc[0], rows["order"].iloc[n_chain - 1]) or r.reference:
+        if r.order in ends or r.reference:
             tick.set_fontweight("bold")
         if r.sweep:
             tick.set_color("#666666")
