@@ -66,12 +66,16 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
     n = len(rows)
     height = max(5.2, 2.3 + 0.42 * (n + 0.6 * (n > n_chain)))
     fig = new_figure((12.5, height))
+    title_lines = _fit_title(fig, title)
+    if title_lines > 1:  # room for the title's second line
+        height += 0.26
+        fig.set_size_inches(12.5, height)
     labels = [f"{r.label}" + ("  · sweep" if r.sweep else "") + ("" if pd.isna(r.step_index) else f"  {r.step_index}")
               for r in rows.itertuples(index=False)]
     phases = [p.replace(" ", "\n", 1) if len(p) > 12 else p for p, _, _ in phase_spans(rows.iloc[:n_chain])]
     label_w, phase_w = _text_width(fig, labels, 9.5, bold=True), _text_width(fig, phases, 9, bold=True)
     left = min(max(0.04 + phase_w + label_w, 0.2), 0.36)
-    bottom, top = 1.15 / height, 1 - 1.25 / height
+    bottom, top = 1.15 / height, 1 - (1.25 + 0.26 * (title_lines > 1)) / height
     measured = fig.add_axes((left, bottom, max(0.2, 0.52 - left), top - bottom))
     a_right = measured.get_position().x1
     delta = fig.add_axes((a_right + 0.035, bottom, 0.775 - a_right - 0.035, top - bottom), sharey=measured)
@@ -160,8 +164,10 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
         handles.append(Patch(facecolor="#77777760", edgecolor="#777777", hatch="////", label="sweep branch"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
                bbox_to_anchor=(0.5, 0.0), columnspacing=1.3, handlelength=1.8, fontsize=8.5)
-    fig.text(0.5, 1 - 0.18 / height, title, ha="center", va="top", fontsize=13, fontweight="bold")
-    fig.text(0.5, 1 - 0.5 / height, subtitle, ha="center", va="top", fontsize=8.8, color="#444444")
+    fig.text(0.5, 1 - 0.18 / height, _wrapped(title, title_lines), ha="center", va="top", fontsize=13,
+             fontweight="bold", linespacing=1.15)
+    fig.text(0.5, 1 - (0.5 + 0.26 * (title_lines > 1)) / height, subtitle, ha="center", va="top", fontsize=8.8,
+             color="#444444")
     return fig
 
 
@@ -185,6 +191,26 @@ def _draw_delta(ax, y: float, r, color: str, parent_in_study: bool, parent_label
     if r.reference:  # compared with the study's final step, not with a parent
         ax.annotate(f"vs {parent_label}", (ax.get_xlim()[0], y + 0.28), xytext=(4, 0), textcoords="offset points",
                     ha="left", va="center", fontsize=7.5, style="italic", color="#555555")
+
+
+def _fit_title(fig: Figure, title: str) -> int:
+    """1 if the title fits the figure's width on one line, else 2 (a study's description can
+    be long: recipe_vs_architecture's ran off both edges)."""
+    return 1 if _text_width(fig, [title], 13, bold=True) <= 0.96 else 2
+
+
+def _wrapped(title: str, lines: int) -> str:
+    """The title on `lines` lines, broken after "Study “name”:" when it has one, else at the
+    space nearest its middle."""
+    if lines == 1:
+        return title
+    head, sep, rest = title.partition(": ")
+    if sep and rest:
+        return f"{head}:\n{rest}"
+    middle = len(title) // 2
+    spaces = [i for i, c in enumerate(title) if c == " "] or [middle]
+    cut = min(spaces, key=lambda i: abs(i - middle))
+    return f"{title[:cut]}\n{title[cut + 1:]}"
 
 
 def _text_width(fig: Figure, texts: list[str], size: float, bold: bool = False) -> float:
