@@ -14,6 +14,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """runner.main in this process, its result shaped like run_cli's: for the many error cases,
+    which through a subprocess cost ~5 s of imports each (test_missing_config_file and the
+    definition errors of test_studies keep the subprocess path covered)."""
+    import runner
+    code = runner.main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr

@@ -11,7 +11,7 @@ import torch
 
 import runner
 from roadmap.config import ConfigError, load_study
-from cli import run_cli, assert_one_line_error
+from cli import assert_one_line_error, run_cli, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,8 +99,8 @@ def test_changed_recipe_is_a_new_run(smoke_study):
     (["--shard", "3/2"], ["--shard"]),
     (["--preset", "smoke", "--batch-size", "100000"], ["batch_size", "256 images"]),
 ])
-def test_bad_command_lines(args, words, tmp_path):
-    assert_one_line_error(run_cli(*args, "--dry-run", "--out", str(tmp_path)), *words)
+def test_bad_command_lines(args, words, tmp_path, capsys):
+    assert_one_line_error(run_main(capsys, *args, "--dry-run", "--out", str(tmp_path)), *words)
 
 
 @pytest.mark.parametrize("yaml_text,words", [
@@ -113,10 +113,10 @@ def test_bad_command_lines(args, words, tmp_path):
     ("- just\n- a list\n", ["mapping"]),
     ("name: mine\ntrain:\n  train_subset: 100\n  batch_size: 256\n", ["batch_size", "100 images"]),
 ])
-def test_bad_yaml(yaml_text, words, tmp_path):
+def test_bad_yaml(yaml_text, words, tmp_path, capsys):
     config = tmp_path / "study.yaml"
     config.write_text(yaml_text)
-    assert_one_line_error(run_cli("--config", str(config), "--dry-run", "--out", str(tmp_path)), *words)
+    assert_one_line_error(run_main(capsys, "--config", str(config), "--dry-run", "--out", str(tmp_path)), *words)
 
 
 def test_missing_config_file(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import run_cli, assert_one_line_error
+from cli import assert_one_line_error, run_cli, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,19 +207,19 @@ def test_a_step_defined_in_a_study_is_rebuilt_from_its_saved_spec(tmp_path):
     assert all(torch.equal(v, module.model.state_dict()[k]) for k, v in model.state_dict().items())
 
 
-def test_evaluate_errors_are_one_line(tracked, tmp_path):
+def test_evaluate_errors_are_one_line(tracked, tmp_path, capsys):
     out, _ = tracked
-    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--step", "3", "--out", str(out)),
+    assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--step", "3", "--out", str(out)),
                           "no record of depthwise_conv seed 0", "resnet50 seed 0")
-    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--step", "nope", "--out", str(out)),
+    assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--step", "nope", "--out", str(out)),
                           "unknown step")
-    assert_one_line_error(run_cli("evaluate", "--study", "nope", "--step", "0", "--out", str(out)), "no record")
-    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--out", str(out)), "--step")
+    assert_one_line_error(run_main(capsys, "evaluate", "--study", "nope", "--step", "0", "--out", str(out)), "no record")
+    assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--out", str(out)), "--step")
     copy = tmp_path / "smoke" / "runs"  # a record without its weights
     copy.mkdir(parents=True)
     original = record_path(out / "smoke", "resnet50__seed0")
     (copy / original.name).write_text(original.read_text())
-    assert_one_line_error(run_cli("evaluate", "--study", "smoke", "--step", "0", "--out", str(tmp_path)),
+    assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--step", "0", "--out", str(tmp_path)),
                           "no saved weights", "retrain")
 
 
@@ -294,7 +294,7 @@ def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp
     other = run_cli("--preset", "smoke", "--steps", "0,15", "--seeds", "2", "--set", "name=smoke_lr",
                     "--set", "train.lr=1e-3", "--out", str(out), "--plots", str(tmp_path / "p"))
     assert other.returncode == 0, other.stderr[-3000:]
-    result = run_cli("compare", "smoke", "smoke_lr", "--out", str(out), "--plots", str(tmp_path / "p"))
+    result = run_main(capsys, "compare", "smoke", "smoke_lr", "--out", str(out), "--plots", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Warning" not in result.stderr, result.stderr
     import pandas as pd
@@ -322,9 +322,9 @@ def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp
     (["smoke", "smoke"], ["named twice"]),
     (["smoke", "nope"], ["nope", "no runs/ folder"]),
 ])
-def test_compare_errors_are_one_line(tracked, names, words, tmp_path):
+def test_compare_errors_are_one_line(tracked, names, words, tmp_path, capsys):
     out, _ = tracked
-    assert_one_line_error(run_cli("compare", *names, "--out", str(out), "--plots", str(tmp_path)), *words)
+    assert_one_line_error(run_main(capsys, "compare", *names, "--out", str(out), "--plots", str(tmp_path)), *words)
 
 
 def test_study_names_belong_to_compare_only(tmp_path):
