@@ -176,7 +176,7 @@ def train_command(args: argparse.Namespace) -> int:
     import torch
 
     from roadmap.definitions import study_steps
-    from roadmap.parallel import resolve_jobs, run_jobs
+    from roadmap.parallel import cpu_cores, resolve_jobs, run_jobs
     from roadmap.study import (check_trainable, execute, other_config_records, plan_runs, process_rank, training_gmacs,
                                world_size_of, write_study_manifest)
 
@@ -229,6 +229,10 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"{jobs} jobs at once, {threads} thread(s) each", flush=True)
         code = run_jobs(args.argv, jobs, threads)
     else:
+        if todo and threads == 1 and not args.threads and cpu_cores() > 1:
+            print(f"1 job on 1 thread of {cpu_cores()} cores: --jobs auto trains every run of small models on one "
+                  "thread, so that its record does not depend on what trains beside it (--jobs 1: every core)",
+                  flush=True)
         before = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
