@@ -72,7 +72,7 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
         fig.set_size_inches(12.5, height)
     labels = [f"{r.label}" + ("  · sweep" if r.sweep else "") + ("" if pd.isna(r.step_index) else f"  {r.step_index}")
               for r in rows.itertuples(index=False)]
-    phases = [p.replace(" ", "\n", 1) if len(p) > 12 else p for p, _, _ in phase_spans(rows.iloc[:n_chain])]
+    phases = [_two_lines(p) for p, _, _ in phase_spans(rows.iloc[:n_chain])]
     label_w, phase_w = _text_width(fig, labels, 9.5, bold=True), _text_width(fig, phases, 9, bold=True)
     left = min(max(0.04 + phase_w + label_w, 0.2), 0.36)
     bottom, top = 1.15 / height, 1 - (1.25 + 0.26 * (title_lines > 1)) / height
@@ -191,6 +191,15 @@ def _draw_delta(ax, y: float, r, color: str, parent_in_study: bool, parent_label
     if r.reference:  # compared with the study's final step, not with a parent
         ax.annotate(f"vs {parent_label}", (ax.get_xlim()[0], y + 0.28), xytext=(4, 0), textcoords="offset points",
                     ha="left", va="center", fontsize=7.5, style="italic", color="#555555")
+
+
+def _two_lines(phase: str) -> str:
+    """A phase name over 12 characters on two lines: after its colon ("layer scale:" / "every
+    step"), else at its first space ("inverted" / "bottleneck")."""
+    if len(phase) <= 12:
+        return phase
+    head, sep, rest = phase.partition(": ")
+    return f"{head}:\n{rest}" if sep else phase.replace(" ", "\n", 1)
 
 
 def _fit_title(fig: Figure, title: str) -> int:

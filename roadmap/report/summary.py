@@ -155,7 +155,7 @@ def summary_line(frame: pd.DataFrame) -> str:
         return line + f"; {agree} of them with the paper's sign"
     if with_paper.empty:
         return line + "; none of them has a paper Δ to compare"
-    return line + f"; {agree} of the {len(with_paper)} with a paper Δ have its sign"
+    return line + f"; {agree} of the {len(with_paper)} with a paper Δ {'has' if agree == 1 else 'have'} its sign"
 
 
 def paired_spreads(records: list[dict], steps: list[dict[str, Any]]) -> list[float]:
