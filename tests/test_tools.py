@@ -294,7 +294,7 @@ def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp
     other = run_cli("--preset", "smoke", "--steps", "0,15", "--seeds", "2", "--set", "name=smoke_lr",
                     "--set", "train.lr=1e-3", "--out", str(out), "--plots", str(tmp_path / "p"))
     assert other.returncode == 0, other.stderr[-3000:]
-    result = run_main(capsys, "compare", "smoke", "smoke_lr", "--out", str(out), "--plots", str(tmp_path / "p"))
+    result = run_cli("compare", "smoke", "smoke_lr", "--out", str(out), "--plots", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Warning" not in result.stderr, result.stderr
     import pandas as pd
