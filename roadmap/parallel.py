@@ -69,8 +69,9 @@ def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on
         if jobs > 1 and (on_gpu or world_size > 1):
             raise ConfigError("--jobs > 1 runs several CPU runners at once; with GPUs or several devices per run "
                               "use --shard i/n for several jobs instead")
-        jobs = max(1, min(jobs, runs_todo))
-        return jobs, (max(1, cpu_cores() // jobs) if jobs > 1 else None)
+        # threads from the N asked for, not from the runs left: `--jobs 2` resumed with one run
+        # to do still trains it on its share of the cores (the same bits as before the stop)
+        return max(1, min(jobs, runs_todo)), (max(1, cpu_cores() // jobs) if jobs > 1 else None)
     if on_gpu or world_size > 1 or cpu_cores() < 2 or largest_model_gmacs(study, steps) > SMALL_MODEL_GMACS:
         return 1, None
     return max(1, min(cpu_cores(), runs_todo)), 1

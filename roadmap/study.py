@@ -205,7 +205,9 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     datamodule = make_datamodule(cfg, run.seed)
     # last.ckpt, else previous.ckpt; one that cannot be loaded is set aside (a warning)
     resume, saved = resume_point(run.checkpoint_dir, owner=process_rank() == 0)
-    warning = thread_warning(saved, run.name)
+    # one CPU process per run: under DDP Lightning sets each rank's threads inside fit
+    single_cpu = world_size_of(study) == 1 and cfg.accelerator in ("auto", "cpu") and not torch.cuda.is_available()
+    warning = thread_warning(saved, run.name) if single_cpu else None
     if warning and process_rank() == 0:
         print(warning, file=sys.stderr, flush=True)
     if saved is not None and hasattr(datamodule, "resume_loader_state"):

@@ -63,7 +63,9 @@ def make_loggers(csv_logger: Logger, names: list[str], logs_dir: Path, study: st
             # MLflow 3 keeps its file store in maintenance mode and refuses it unless asked.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             store = (logs_dir / "mlflow").resolve()
-            ensure_mlflow_experiment(store, study)
+            from .study import process_rank  # a late import: study imports this module
+            if process_rank() == 0:  # other ranks log nothing (Lightning's loggers are rank-zero only)
+                ensure_mlflow_experiment(store, study)
             loggers.append(MLFlowLogger(experiment_name=study, run_name=f"{run_name}__{version}",
                                         tracking_uri=f"file:{store}", tags={k: str(v) for k, v in (tags or {}).items()}))
         elif name == "wandb":
@@ -82,15 +84,19 @@ def make_loggers(csv_logger: Logger, names: list[str], logs_dir: Path, study: st
 
 
 def ensure_mlflow_experiment(store: Path, study: str) -> None:
-    """Create the study's MLflow experiment once, under a lock. MLflow's file store checks and
-    creates without one: two runners of a study starting together (`--jobs 2`) made two
-    experiments of one name, each with half the runs."""
+    """Create the study's MLflow experiment once, under a lock beside the store. MLflow's file
+    store checks and creates without one: two runners of a study starting together (`--jobs
+    2`) made two experiments of one name, each with half the runs. Where the file system has
+    no flock the creation goes on unlocked, as before."""
     import fcntl
 
     from mlflow.tracking import MlflowClient
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / ".experiment.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.parent / ".mlflow.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        except OSError:
+            pass
         client = MlflowClient(tracking_uri=f"file:{store}")
         if client.get_experiment_by_name(study) is None:
             client.create_experiment(study)

@@ -157,7 +157,7 @@ def thread_warning(saved: dict[str, Any] | None, run_name: str) -> str | None:
     (for instance --jobs 2 then --jobs 1): a valid run, but not the bits of an uninterrupted one."""
     before = (saved or {}).get(THREADS_KEY)
     now = torch.get_num_threads()
-    if before is None or before == now or torch.cuda.is_available():
+    if before is None or before == now:
         return None
     return (f"warning: {run_name} was trained on {before} CPU thread(s) and resumes on {now}: its numbers will "
             f"differ in the last bits from an uninterrupted run (resume with the same --jobs to keep them)")

@@ -197,3 +197,13 @@ def test_dry_run_says_how_many_seeds_resolve_a_delta(tmp_path):
     assert result.returncode == 0, result.stderr
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("seed guidance")]
     assert "a Δ of 0.5 point(s) needs" in line and "a Δ of 2 point(s) needs" in line
+
+
+def test_explicit_jobs_keep_their_thread_share_when_one_run_is_left():
+    """`--jobs 2` resumed with one run to do: one job, but on the share of the cores `--jobs 2`
+    gave every run (before: every core, so other bits than the runs trained beside it)."""
+    from roadmap.parallel import resolve_jobs
+    share = max(1, cpu_cores() // 2)
+    assert resolve_jobs("2", None, [], runs_todo=1, on_gpu=False, world_size=1) == (1, share)
+    assert resolve_jobs("2", None, [], runs_todo=5, on_gpu=False, world_size=1) == (2, share)
+    assert resolve_jobs("1", None, [], runs_todo=5, on_gpu=False, world_size=1) == (1, None)

@@ -131,7 +131,7 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
     # Bold: the start, and the last step when it is the child of the step above it (the end of
     # a chain); the last of a study of siblings (leave-one-out) is not an end point.
     chain = rows.iloc[:n_chain]
-    ends = {chain["order"].iloc[0]}
+    ends = {chain["order"].iloc[0]} if n_chain else set()  # a study of reference models has no chain
     if n_chain > 1 and chain["parent"].iloc[-1] == chain["step"].iloc[-2]:
         ends.add(chain["order"].iloc[-1])
     for tick, r in zip(measured.get_yticklabels(), rows.itertuples(index=False)):
