@@ -8,7 +8,6 @@ step with `derive_step(parent, slug, change={...})`, from Python or from a study
 from __future__ import annotations
 
 import functools
-
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping

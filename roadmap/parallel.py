@@ -18,9 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from convnext_steps import build_model
-from convnext_steps.complexity import count_macs
-
 from .config import ConfigError, StudyConfig
 from .datasets import describe
 
@@ -40,13 +37,12 @@ def cpu_cores() -> int:
 
 
 def largest_model_gmacs(study: StudyConfig, steps: list) -> float:
-    """Forward GMACs of one training image of the study's most expensive step."""
+    """Forward GMACs of one training image of the study's most expensive step (counted once
+    per step and shape by roadmap.study.forward_gmacs, which planning has usually filled)."""
+    from .study import forward_gmacs
     data = describe(study.train)
-    import torch
-    with torch.device("meta"):
-        return max(count_macs(build_model(step, num_classes=data.num_classes, in_chans=data.in_chans,
-                                          width_mult=study.train.width_mult),
-                              study.train.resolution, data.in_chans) for step in steps) / 1e9
+    return max(forward_gmacs(step, study.train.resolution, study.train.width_mult, data.num_classes, data.in_chans)
+               for step in steps)
 
 
 def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on_gpu: bool,
