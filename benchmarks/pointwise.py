@@ -2,15 +2,19 @@
 """1x1 convolution on channels_last tensors: oneDNN's conv vs a matmul over channels.
 
 Why: torchvision's ConvNeXt computes its 1x1 convs as nn.Linear over channels (a BLAS
-matmul, MKL on x86), ResNet as nn.Conv2d (oneDNN). Which is faster depends on the CPU: on
-an Intel Xeon the matmul won on maps up to 14x14; on the AMD EPYC (Zen, AVX-512) this
-project is developed on, MKL's fp32 matmul runs at about half the speed of oneDNN's 1x1
-conv at every shape; under bf16 autocast both are oneDNN's and tie here, while in whole
-models the matmul trains every step 1.1-1.3x faster at the default study's shapes (and
-ConvNeXt-T 1.9x at width 1), the layers around it running on its NHWC output. So
-`PointwiseConv` is a conv in fp32 and a matmul under CPU bf16 autocast. This script
-prints the per-op numbers, in fp32 and bf16, for the 1x1 shapes of ResNet-50 and
-ConvNeXt-T at 224x224 batch 32 and of the default study (32x32, batch 256, width 0.25).
+matmul, MKL on x86), ResNet as nn.Conv2d (oneDNN). Which is faster depends on the CPU, and
+in fp32 on more than its model name: on an Intel Xeon the matmul won on maps up to 14x14; on
+the AMD EPYC (Zen 4, AVX-512) this project is developed on, one day's run found MKL's fp32
+matmul at about half the speed of oneDNN's 1x1 conv at every shape, and a profile on another
+machine of the same kind found the opposite. So in fp32 the runner does not follow a rule:
+`PointwiseConv` measures both once per shape on the machine it runs on and keeps the faster
+(convnext_steps/autotune.py). Under bf16 autocast both are oneDNN's and tie per op, while in
+whole models the matmul trains every step 1.1-1.3x faster at the default study's shapes (and
+ConvNeXt-T 1.9x at width 1), the layers around it running on its NHWC output: there
+`PointwiseConv` takes the matmul on maps up to 8x8 by rule. This script prints the per-op
+numbers, in fp32 and bf16, for the 1x1 shapes of ResNet-50 and ConvNeXt-T at 224x224 batch 32
+and of the default study (32x32, batch 256, width 0.25), and in fp32 what the runner's
+measurement chooses for each (`runner_choice`).
 
     python benchmarks/pointwise.py [--iters 8]
 """
@@ -30,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from convnext_steps import autotune  # noqa: E402
 from throughput import cpu_description, median_seconds  # noqa: E402
 
 # (batch, in channels, out channels, map side)
@@ -73,6 +78,8 @@ def main() -> int:
         row["train_matmul_speedup"] = row["train_conv_ms"] / row["train_matmul_ms"]
         row["eval_matmul_speedup"] = row["eval_conv_ms"] / row["eval_matmul_ms"]
         row["faster_in_training"] = "matmul" if row["train_matmul_speedup"] > 1 else "conv"
+        if dtype == "fp32":  # what PointwiseConv would take here (a fresh measurement, not the cache)
+            row["runner_choice"] = min(autotune.measure(x, c_out, False, True).items(), key=lambda kv: kv[1])[0]
         row["cpu"] = cpu_description()
         rows.append(row)
         print(f"{dtype} {batch:3d} x {c_in:4d}->{c_out:4d} on {side:2d}x{side:<2d}: train conv "

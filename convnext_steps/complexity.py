@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import autotune
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -23,7 +25,7 @@ def count_macs(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> in
     model.eval()
     device = next(model.parameters()).device
     x = torch.zeros(1, in_chans, resolution, resolution, device=device)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, autotune.off():  # conv or matmul: the same count
         model.forward(x)
     model.train(was_training)
     return counter.get_total_flops() // 2

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from . import autotune
 from .typecheck import matches, type_text
 
 StemKind = Literal["resnet", "patchify"]
@@ -149,20 +150,47 @@ def small_map_under_cpu_bf16(x: torch.Tensor) -> bool:
 
 
 class PointwiseConv(nn.Conv2d):
-    """A 1x1 conv that, under CPU bf16 autocast and on maps of at most 8x8, is computed as a
-    matrix multiply over the channels of the NHWC view (as torchvision's ConvNeXt does with
-    nn.Linear). Same parameters and function as nn.Conv2d. Why only there: in bf16 both paths
-    are oneDNN's, and with the matmul every step of the default study trains 1.1-1.3x faster
-    (ConvNeXt-T at width 1: 1.9x), while on 14x14 and larger maps the bf16 conv is 1.0-1.2x
-    faster; in fp32 the matmul is MKL's, which on the development AMD EPYC reaches half the
-    speed of oneDNN's 1x1 conv (benchmarks/pointwise.py), so fp32 keeps the conv."""
+    """A 1x1 conv computed either by oneDNN's conv or as a matrix multiply over channels (as
+    torchvision's ConvNeXt does with nn.Linear), whichever is faster where it runs. Same
+    parameters and function as nn.Conv2d.
+
+    - Under CPU bf16 autocast, on maps of at most 8x8 and channels_last: the matmul, by a rule
+      measured in whole models (both paths are oneDNN's there; every step of the default study
+      trains 1.1-1.3x faster with it, ConvNeXt-T at width 1 1.9x, while on 14x14 and larger
+      maps the bf16 conv is 1.0-1.2x faster: benchmarks/pointwise.py, README "Speed").
+    - Elsewhere on the CPU (fp32; any map), stride 1: chosen by measurement once per shape,
+      dtype and thread count on this machine (convnext_steps/autotune.py). In fp32 the
+      matmul is the BLAS's (MKL), the conv oneDNN's, and which is faster depends on the CPU.
+    - On a GPU, strided, tiny (autotune.MEASURE_FROM_MACS), or while torch.compile or
+      torch.jit traces: nn.Conv2d.
+
+    `pointwise_choices` holds the choices this module has made (key -> conv or matmul);
+    `pointwise_pinned` (autotune.use_choices) makes keys it has not seen take one path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pointwise_choices: dict[str, str] = {}
+        self.pointwise_pinned: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.stride == (1, 1) and small_map_under_cpu_bf16(x)
-                and x.is_contiguous(memory_format=torch.channels_last)):
-            y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
-            return y.permute(0, 3, 1, 2)
-        return super().forward(x)
+        if (self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1 or not x.is_cpu
+                or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            return super().forward(x)
+        if torch.is_autocast_enabled("cpu"):
+            if small_map_under_cpu_bf16(x) and x.is_contiguous(memory_format=torch.channels_last):
+                return autotune.matmul1x1(x, self.weight, self.bias)
+            return super().forward(x)
+        if not autotune.active(x, self.out_channels):
+            return super().forward(x)
+        key = autotune.key_of(x, self.out_channels, self.bias is not None, torch.is_grad_enabled())
+        choice = self.pointwise_choices.get(key)
+        if choice is None:
+            if self.pointwise_pinned is not None:
+                choice = self.pointwise_pinned
+            else:
+                key, choice = autotune.choose(x, self.out_channels, self.bias is not None, torch.is_grad_enabled())
+            self.pointwise_choices[key] = choice
+        return autotune.IMPLEMENTATIONS[choice](x, self.weight, self.bias)
 
 
 class SameConv(nn.Conv2d):
@@ -212,7 +240,7 @@ def conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, gro
     same = kernel % 2 == 1 and not patch
     if groups > 1:
         kind: type[nn.Conv2d] = DepthwiseConv
-    elif kernel == 1:
+    elif kernel == 1 and not patch:  # a 1x1 patch stem sees 1 or 3 channels: no matmul to gain
         kind = PointwiseConv
     else:
         kind = SameConv if same else nn.Conv2d
@@ -367,11 +395,14 @@ class RoadmapNet(nn.Module):
 
 def use_plain_convs(model: nn.Module) -> nn.Module:
     """Turn every PointwiseConv and SameConv (DepthwiseConv included) of `model` back into a
-    plain nn.Conv2d, in place. Same parameters and fp32 results; for the benchmarks' naive
-    path and for the tests that check that the fast convs change nothing."""
+    plain nn.Conv2d, in place. Same parameters and fp32 results (to rounding where a 1x1 conv
+    took the matmul); for the benchmarks' naive path and for the tests that check that the
+    fast convs change nothing."""
     for module in model.modules():
         if isinstance(module, (PointwiseConv, SameConv)):
             module.__class__ = nn.Conv2d
+            for name in ("pointwise_choices", "pointwise_pinned"):
+                module.__dict__.pop(name, None)
     return model
 
 

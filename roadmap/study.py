@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.profilers import SimpleProfiler
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
-from convnext_steps import Step, build_model
+from convnext_steps import Step, autotune, build_model
 from convnext_steps.complexity import count_macs, count_params
 
 from . import signals
@@ -39,7 +39,8 @@ from .datasets import describe, fingerprint
 from .records import (RECORD_VERSION, CorruptRecordError, git_state, load_records, read_record, record_filename,
                       run_lock, run_name, write_manifest, write_record)
 from .trackers import ProgressLine, finish_loggers, learning_rate_monitor, log_every_n_steps, make_loggers
-from .training import DeterministicResume, DivergedError, RoadmapClassifier, Throughput, thread_warning
+from .training import (POINTWISE_KEY, DeterministicResume, DivergedError, RoadmapClassifier, Throughput,
+                       thread_warning)
 from .weights import load_pretrained, save_weights, spec_of, weights_path
 
 
@@ -213,6 +214,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     if saved is not None and hasattr(datamodule, "resume_loader_state"):
         datamodule.resume_loader_state = saved_loader_state(saved)
     keep_rows = checkpoint_rows(saved)  # of the CSV log, when resuming
+    # the 1x1 convs' choices so far; a checkpoint from before they were noted: conv throughout
+    pointwise = {} if saved is None else saved.get(POINTWISE_KEY)
     del saved  # Lightning loads it again; do not hold two copies during training
     trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
                                       "num_nodes": cfg.num_nodes, "strategy": cfg.strategy}
@@ -251,6 +254,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
                          **trainer_kwargs)
     module = RoadmapClassifier(run.step, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
+    autotune.use_choices(module.model, pointwise)
     if cfg.pretrained and resume is None:
         load_pretrained(module.model, run.step.slug, datamodule.in_chans)
     try:
@@ -286,6 +290,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
         "weights": os.path.relpath(weights, dirs["base"]), "num_classes": datamodule.num_classes,
         "in_chans": datamodule.in_chans, "spec": spec_of(run.step),
+        "pointwise": autotune.choices_of(model),  # each measured conv-or-matmul choice (none under bf16)
     }
     if profiler is not None:
         record["time_split"] = time_split(profiler, record["wall_time_s"])

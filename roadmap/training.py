@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from convnext_steps import Step, build_model, get_step
+from convnext_steps import Step, autotune, build_model, get_step
 
 from .config import TrainConfig, from_dict
 from .data import run_seed
@@ -145,11 +145,15 @@ class DeterministicResume(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[THREADS_KEY] = torch.get_num_threads()
+        checkpoint[POINTWISE_KEY] = autotune.choices_of(module)
 
 
 # CPU kernels split their sums by thread: the same run on 1 and on 2 threads differs in the last
 # bits after a few steps, and a few hundred steps later in its top-1. Checkpoints note theirs.
 THREADS_KEY = "torch_threads"
+# The conv-or-matmul choices of the 1x1 convs (convnext_steps/autotune.py): a resume makes the
+# same ones, whatever the machine's cache file says by then.
+POINTWISE_KEY = "pointwise_choices"
 
 
 def thread_warning(saved: dict[str, Any] | None, run_name: str) -> str | None:
@@ -165,7 +169,8 @@ def thread_warning(saved: dict[str, Any] | None, run_name: str) -> str | None:
 
 class Throughput(pl.Callback):
     """Images per second of training (batches, optimizer and data, validation excluded) and of
-    the last validation pass, measured on wall-clock time."""
+    the last validation pass, measured on wall-clock time, less the time the 1x1 convs spent
+    measuring conv against matmul (once per shape and machine: convnext_steps/autotune.py)."""
 
     def __init__(self) -> None:
         self.train_images = 0
@@ -175,20 +180,23 @@ class Throughput(pl.Callback):
         self._batch_start = 0.0
         self._last_end: float | None = None
         self._val_start = 0.0
+        self._measuring = self._val_measuring = 0.0
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()
         # Time between batches (data preparation) counts, time in validation does not.
         self._batch_start = self._last_end if self._last_end is not None else now
+        self._measuring = autotune.measuring_seconds()
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._last_end = time.perf_counter()
-        self.train_seconds += self._last_end - self._batch_start
+        self.train_seconds += self._last_end - self._batch_start - (autotune.measuring_seconds() - self._measuring)
         self.train_images += len(batch[1]) * trainer.world_size
 
     def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._val_start = time.perf_counter()
+        self._val_measuring = autotune.measuring_seconds()
         self.val_images = 0
 
     def on_validation_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
@@ -196,7 +204,7 @@ class Throughput(pl.Callback):
         self.val_images += len(batch[1]) * trainer.world_size
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.val_seconds = time.perf_counter() - self._val_start
+        self.val_seconds = time.perf_counter() - self._val_start - (autotune.measuring_seconds() - self._val_measuring)
         self._last_end = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from convnext_steps import NetSpec, Step, build_model, get_step, load_torchvision_weights
+from convnext_steps import NetSpec, Step, autotune, build_model, get_step, load_torchvision_weights
 
 from .config import ConfigError, StudyConfig, TrainConfig, from_dict
 from .lookup import find_record
@@ -101,7 +101,15 @@ def load_run(study_dir: str | Path, step: str | int, seed: int = 0) -> nn.Module
                         width_mult=cfg.width_mult, drop_path_rate=cfg.drop_path_rate,
                         layer_scale_init=cfg.layer_scale_init)
     model.load_state_dict(state)
+    autotune.use_choices(model, trained_choices(record))
     return model.eval()
+
+
+def trained_choices(record: dict[str, Any]) -> dict[str, str] | None:
+    """The conv-or-matmul choices a run's 1x1 convs trained with (autotune.use_choices): its
+    record's; None (conv throughout) for a record from before they were noted, or a run of a
+    compiled model (torch.compile traces the conv)."""
+    return None if (record.get("config") or {}).get("compile") else record.get("pointwise")
 
 
 def evaluate_run(study_dir: Path, step: str | int, seed: int) -> dict[str, Any]:
@@ -122,10 +130,16 @@ def evaluate_run(study_dir: Path, step: str | int, seed: int) -> dict[str, Any]:
     module = RoadmapClassifier(record["step"], cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=record.get("world_size", 1), spec=record.get("spec"))
     module.model.load_state_dict(state)
+    autotune.use_choices(module.model, trained_choices(record))  # the 1x1 convs' paths of its training
     precision = record.get("precision") or "32-true"
     trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, num_nodes=1, precision=precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(record.get("threads") or threads)  # its thread count: its sums, its keys
+    try:
+        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    finally:
+        torch.set_num_threads(threads)
     return {"step": record["step"], "seed": record["seed"], "precision": precision,
             "val_images": datamodule.num_val, "top1": float(metrics["val_top1"]),
             "top5": float(metrics["val_top5"]), "val_loss": float(metrics["val_loss"]),

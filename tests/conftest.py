@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,14 @@ sys.path.insert(0, str(ROOT))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_pointwise_cache(tmp_path_factory) -> None:
+    """The suite's own conv-or-matmul choices (convnext_steps/autotune.py), not the user's
+    ~/.cache; the runner subprocesses of the tests inherit it."""
+    from convnext_steps import autotune
+    os.environ[autotune.CACHE_ENV] = str(tmp_path_factory.mktemp("autotune") / "pointwise.json")
 
 
 @pytest.fixture(scope="session")

@@ -212,9 +212,9 @@ def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
 @pytest.mark.parametrize("side", [1, 2, 8, 14])
 @pytest.mark.parametrize("bf16", [False, True])
 def test_pointwise_conv_equals_conv2d_in_fp32_and_under_bf16_autocast(side, bf16):
-    """PointwiseConv is nn.Conv2d in fp32 and, on maps up to 8x8, a matmul under CPU bf16
-    autocast: the same function (to bf16 rounding), gradients included, and channels_last
-    strides kept."""
+    """PointwiseConv is nn.Conv2d's function in fp32 (a conv or a matmul, as measured: see
+    test_autotune) and, on maps up to 8x8, a matmul under CPU bf16 autocast (to bf16
+    rounding), gradients included, and channels_last strides kept."""
     torch.manual_seed(0)
     reference, ours = torch.nn.Conv2d(32, 48, 1), PointwiseConv(32, 48, 1)
     ours.load_state_dict(reference.state_dict())

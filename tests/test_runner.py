@@ -42,7 +42,7 @@ def test_smoke_study_end_to_end(smoke_study):
     assert len(records) == 16
     record = json.loads(records[0].read_text())
     for key in ("top1", "top5", "params", "gmacs_train_res", "gmacs_224", "train_throughput", "eval_throughput",
-                "wall_time_s", "config_hash", "git_commit", "versions", "device", "dataset", "preset"):
+                "wall_time_s", "config_hash", "git_commit", "versions", "device", "dataset", "preset", "pointwise"):
         assert record[key] is not None, key
     table = pd.read_csv(out / "smoke" / "results.csv")
     assert len(table) == 16 and (table["status"] == "done").all()
