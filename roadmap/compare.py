@@ -1,10 +1,14 @@
 """Studies side by side: `python runner.py compare STUDY_A STUDY_B [...]`.
 
 Per step, each study's top-1 (mean, std, seeds, 95% interval of the mean) and the difference
-of every other study from the first, with its 95% interval by Welch's t-test (two studies are
-different runs, so nothing is paired, and their seed spreads need not be equal). Written to
-`<out>/compare_<A>_vs_<B>.csv` and `.md`, drawn to `<plots>/compare_<A>_vs_<B>.png`; when
-the studies' configs differ, the `train.*` keys that differ are listed with their values.
+of every other study from the first, with its 95% interval: paired by seed when both studies
+ran the same seeds (at least 2), else by Welch's t-test. Pairing is valid whenever the runs
+are matched by seed, and narrower when the same seed means the same initial weights and
+batches, as it does here for two recipes of one architecture on one data set (a seed fixes
+every random draw of a run); Welch's test asks nothing of the seeds, nor that the spreads be
+equal. Written to `<out>/compare_<A>_vs_<B>.csv` and `.md`, drawn to
+`<plots>/compare_<A>_vs_<B>.png`; when the studies' configs differ, the `train.*` keys that
+differ are listed with their values.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from scipy import stats
 
 from .config import ConfigError
 from .lookup import study_records
+from .report.stats import t_interval
 
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]  # Okabe-Ito
 
@@ -48,6 +53,19 @@ def welch(b: list[float], a: list[float]) -> tuple[float, float, float, float]:
     return delta, float(interval.low), float(interval.high), float(result.pvalue)
 
 
+def difference(b: dict[int, float], a: dict[int, float]) -> tuple[float, float, float, float, str]:
+    """b - a by seed (keys are seeds): the mean difference, its 95% interval, the two-sided
+    p-value and the test, "paired" when both ran the same >= 2 seeds, else "Welch"."""
+    if len(a) >= 2 and set(a) == set(b):
+        differences = np.array([b[s] - a[s] for s in sorted(a)])
+        low, high = t_interval(differences)
+        mean = float(differences.mean())
+        if low == high:  # no spread: the interval is the point, as Welch's
+            return mean, low, high, 0.0 if mean else 1.0, "paired"
+        return mean, low, high, float(stats.ttest_1samp(differences, 0.0).pvalue), "paired"
+    return (*welch(list(b.values()), list(a.values())), "Welch")
+
+
 def comparison_table(records: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """One row per step (in roadmap order, steps of any study), top-1 per study and each
     later study's difference from the first."""
@@ -59,17 +77,19 @@ def comparison_table(records: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     rows = []
     for slug, (index, label) in sorted(steps.items(), key=lambda item: (item[1][0], item[0])):
         row: dict[str, Any] = {"step_index": index, "step": slug, "label": label}
-        top1 = {name: [float(r["top1"]) for r in recs if r["step"] == slug] for name, recs in records.items()}
+        top1 = {name: {int(r["seed"]): float(r["top1"]) for r in recs if r["step"] == slug}
+                for name, recs in records.items()}
         for name in names:
-            values = top1[name]
+            values = list(top1[name].values())
             row[f"{name}_n"] = len(values)
             row[f"{name}_top1_mean"] = float(np.mean(values)) if values else math.nan
             row[f"{name}_top1_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
             row[f"{name}_top1_ci95"] = mean_ci95(values)
         for name in names[1:]:
-            delta, low, high, p = welch(top1[name], top1[names[0]])
+            delta, low, high, p, test = difference(top1[name], top1[names[0]])
             key = f"{name}_minus_{names[0]}"
             row[key], row[f"{key}_ci95_low"], row[f"{key}_ci95_high"], row[f"{key}_p"] = delta, low, high, p
+            row[f"{key}_test"] = test
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -115,7 +135,7 @@ def _fmt(value: float, spec: str = ".2f", signed: bool = False) -> str:
 
 def markdown(table: pd.DataFrame, names: list[str]) -> str:
     header = ["#", "step"] + [f"{n} top-1 % ± std (n)" for n in names] + \
-             [f"{n} − {names[0]} [95% CI, Welch]" for n in names[1:]]
+             [f"{n} − {names[0]} [95% CI]" for n in names[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["--:", ":--"] + ["--:"] * (len(header) - 2)) + "|"]
     for _, row in table.iterrows():
         cells = [str(int(row["step_index"])) if row["step_index"] < 10**6 else "", row["step"]]
@@ -129,14 +149,16 @@ def markdown(table: pd.DataFrame, names: list[str]) -> str:
             key = f"{n}_minus_{names[0]}"
             interval = ("" if math.isnan(row[f"{key}_ci95_low"]) else
                         f" [{_fmt(row[f'{key}_ci95_low'], signed=True)}, {_fmt(row[f'{key}_ci95_high'], signed=True)}]")
-            cells.append(_fmt(row[key], signed=True) + interval)
+            test = f" ({row[f'{key}_test']})" if interval else ""
+            cells.append(_fmt(row[key], signed=True) + interval + test)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Path) -> Path:
     """Top: per-step top-1 of each study (mean, 95% interval of the mean). Bottom: each later
-    study minus the first, with Welch's 95% interval; filled where the interval excludes 0."""
+    study minus the first, with its 95% interval (paired or Welch, as in the table); filled where
+    the interval excludes 0."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -174,7 +196,10 @@ def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Pa
             bottom.scatter((x + offset)[~excludes], delta[~excludes], facecolors="white", edgecolors=color, s=40,
                            zorder=3, label=f"{name} − {names[0]}: CI includes 0 (or n < 2)")
     bottom.axhline(0, color="#444444", lw=0.8)
-    bottom.set_ylabel("difference, points (Welch 95% CI)")
+    tests = sorted({t for n in names[1:] for t, low in zip(table[f"{n}_minus_{names[0]}_test"],
+                                                             table[f"{n}_minus_{names[0]}_ci95_low"])
+                    if not math.isnan(low)}) or ["none: n < 2"]
+    bottom.set_ylabel(f"difference, points (95% CI, {' or '.join(tests)})")
     bottom.set_title("difference from " + names[0], loc="left", fontsize=11)
     bottom.legend(loc="best", fontsize=9, frameon=False)
     labels = [f"{int(i)} {s}" if i < 10**6 else s for i, s in zip(table["step_index"], table["step"])]
@@ -221,7 +246,8 @@ def compare_studies(names: list[str], out_dir: Path, plots_dir: Path) -> tuple[p
     atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(md_path, f"# {' vs '.join(names)}\n\n{text}\n\n{about}\n")
     png = draw(table, names, differences, Path(plots_dir) / f"{stem}.png")
-    print(f"{' vs '.join(names)}: per-step top-1; differences from {names[0]} with Welch 95% intervals\n")
+    print(f"{' vs '.join(names)}: per-step top-1; differences from {names[0]} with 95% intervals, paired by "
+          "seed where both studies ran the same seeds, else Welch's\n")
     print(text)
     print(f"\n{about}")
     for path in (csv_path, md_path, png):

@@ -306,15 +306,39 @@ def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp
     b = [record_of(out / "smoke_lr", f"convnext_t__seed{k}")["top1"] for k in (0, 1)]
     row = table.set_index("step").loc["convnext_t"]
     assert row["smoke_lr_minus_smoke"] == pytest.approx(sum(b) / 2 - sum(a) / 2, abs=1e-3)
-    low, high = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    # the same seeds on both sides: paired by seed
+    assert row["smoke_lr_minus_smoke_test"] == "paired"
+    low, high = stats.ttest_rel(b, a).confidence_interval(0.95)
     assert row["smoke_lr_minus_smoke_ci95_low"] == pytest.approx(low, abs=1e-3)
     assert row["smoke_lr_minus_smoke_ci95_high"] == pytest.approx(high, abs=1e-3)
+    assert row["smoke_lr_minus_smoke_p"] == pytest.approx(stats.ttest_rel(b, a).pvalue, abs=1e-4)
     assert re.search(r"\| 15 \| convnext_t \| [\d.]+ ± [\d.]+ \(2\) \| [\d.]+ ± [\d.]+ \(2\) \| [+-][\d.]+ \[[+-][\d.]+, "
-                     r"[+-][\d.]+\] \|", result.stdout), result.stdout
+                     r"[+-][\d.]+\] \(paired\) \|", result.stdout), result.stdout
     assert "train.lr: smoke=0.002, smoke_lr=0.001" in result.stdout
     assert "train.lr: smoke=0.002" in (out / "compare_smoke_vs_smoke_lr.md").read_text()
     png = tmp_path / "p" / "compare_smoke_vs_smoke_lr.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_compare_pairs_by_seed_only_when_both_studies_ran_the_same_seeds():
+    from scipy import stats
+
+    from roadmap.compare import comparison_table
+
+    def runs(values, seeds):
+        return [{"step": "convnext_t", "step_index": 15, "seed": s, "top1": v} for s, v in zip(seeds, values)]
+    a, b = [80.0, 82.0, 81.0], [80.5, 82.4, 81.7]
+    paired = comparison_table({"a": runs(a, [0, 1, 2]), "b": runs(b, [0, 1, 2])}).iloc[0]
+    assert paired["b_minus_a_test"] == "paired"
+    assert (paired["b_minus_a_ci95_low"], paired["b_minus_a_ci95_high"]) == pytest.approx(
+        tuple(stats.ttest_rel(b, a).confidence_interval(0.95)))
+    # the seeds' own spread cancels: narrower than Welch's on the same numbers
+    welch_low, welch_high = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert paired["b_minus_a_ci95_high"] - paired["b_minus_a_ci95_low"] < welch_high - welch_low
+    unpaired = comparison_table({"a": runs(a, [0, 1, 2]), "b": runs(b, [3, 4, 5])}).iloc[0]
+    assert unpaired["b_minus_a_test"] == "Welch"
+    assert (unpaired["b_minus_a_ci95_low"], unpaired["b_minus_a_ci95_high"]) == pytest.approx((welch_low, welch_high))
+    assert unpaired["b_minus_a"] == pytest.approx(sum(b) / 3 - sum(a) / 3)
 
 
 @pytest.mark.parametrize("names,words", [
