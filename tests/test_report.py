@@ -256,3 +256,11 @@ def test_figures_without_any_finished_run(tmp_path: Path):
     assert [p.name for p in written] == ["roadmap.png", "roadmap.svg"]
     frame = write_tables(empty)
     assert set(frame["status"]) == {"missing"} and len(frame) == 3
+
+
+def test_the_description_line_counts_epochs_in_words():
+    from roadmap.report.style import study_description
+    one = {"study": "s", "dataset": "d", "resolution": 32, "epochs": 1, "width_mult": 0.25, "preset": "cpu",
+           "seed": 0, "precision": "bf16-mixed"}
+    assert "32 px, 1 epoch, width" in study_description([one])
+    assert "32 px, 2 epochs, width" in study_description([{**one, "epochs": 2}])

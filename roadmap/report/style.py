@@ -69,8 +69,9 @@ def study_description(records: list[dict]) -> str:
         return "/".join(seen) if seen else "?"
 
     seeds = sorted({int(r["seed"]) for r in records})
+    epochs = values("epochs")
     return (f"study {values('study')}: {values('dataset')} at {values('resolution')} px, "
-            f"{values('epochs')} epochs, width ×{values('width_mult')}, preset "
+            f"{epochs} epoch{'' if epochs == '1' else 's'}, width ×{values('width_mult')}, preset "
             f"{values('preset')}, seeds {','.join(map(str, seeds))}, precision {values('precision')}")
 
 
