@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -78,6 +79,21 @@ def per_size(seconds: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def same_as_committed(fresh: Path, committed: Path) -> tuple[int, int]:
+    """(runs of `fresh` whose config hash has a committed record, how many of those have its top-1)."""
+    kept = {}
+    for f in committed.glob("*.json"):
+        record = json.loads(f.read_text())
+        kept[record["config_hash"]] = record["top1"]
+    matched = same = 0
+    for f in fresh.glob("*.json"):
+        record = json.loads(f.read_text())
+        if record["config_hash"] in kept:
+            matched += 1
+            same += record["top1"] is not None and record["top1"] == kept[record["config_hash"]]
+    return matched, same
+
+
 def study_wall(extra: list[str]) -> pd.DataFrame:
     rows = []
     for jobs in ("1", "auto"):
@@ -85,7 +101,12 @@ def study_wall(extra: list[str]) -> pd.DataFrame:
             started = time.time()
             subprocess.run([sys.executable, str(ROOT / "runner.py"), *extra, "--jobs", jobs, "--out", f"{tmp}/r",
                             "--plots", f"{tmp}/p"], check=True, stdout=subprocess.DEVNULL)
-            rows.append({"study": " ".join(extra), "jobs": jobs, "wall_s": round(time.time() - started, 1)})
+            wall = round(time.time() - started, 1)
+            # the committed default study was trained under auto (1 thread per run): the same
+            # seeds there must give the same bits; --jobs 1 (every core) gives other bits
+            matched, same = same_as_committed(Path(tmp) / "r" / "cpu" / "runs", ROOT / "results" / "cpu" / "runs")
+            rows.append({"study": " ".join(extra), "jobs": jobs, "wall_s": wall, "runs_with_a_committed_twin": matched,
+                         "identical_top1": same})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     frame["speedup_vs_jobs_1"] = (frame["wall_s"].iloc[0] / frame["wall_s"]).round(3)
