@@ -79,7 +79,7 @@ def main() -> int:
         row["eval_matmul_speedup"] = row["eval_conv_ms"] / row["eval_matmul_ms"]
         row["faster_in_training"] = "matmul" if row["train_matmul_speedup"] > 1 else "conv"
         if dtype == "fp32":  # what PointwiseConv would take here (a fresh measurement, not the cache)
-            row["runner_choice"] = min(autotune.measure(x, c_out, False, True).items(), key=lambda kv: kv[1])[0]
+            row["runner_choice"] = autotune.faster(autotune.measure(x, c_out, False, True))
         row["cpu"] = cpu_description()
         rows.append(row)
         print(f"{dtype} {batch:3d} x {c_in:4d}->{c_out:4d} on {side:2d}x{side:<2d}: train conv "

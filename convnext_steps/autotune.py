@@ -273,7 +273,7 @@ def choices_of(model: torch.nn.Module) -> dict[str, str]:
     """Every choice the model's 1x1 convs have made, key -> conv or matmul."""
     made: dict[str, str] = {}
     for module in model.modules():
-        if isinstance(getattr(module, "pointwise_choices", None), dict) and hasattr(module, "pointwise_pinned"):
+        if hasattr(module, "pointwise_pinned"):  # a PointwiseConv (use_plain_convs removes it), as in use_choices
             made.update(module.pointwise_choices)
     return dict(sorted(made.items()))
 
