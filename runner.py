@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1")
     seeds.add_argument("--seed", type=int, metavar="S", help="run the single seed S")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--budgets", metavar="E1,E2,...",
+                        help="train every (step, seed) once per budget of epochs, e.g. 1,3,10, each with the "
+                             "recipe's schedule fitted to it (overrides the study's budgets)")
     parser.add_argument("--batch-size", type=int, help="override train.batch_size (per device)")
     parser.add_argument("--data-dir", help="override train.data_dir (where the data set lives)")
     parser.add_argument("--width-mult", type=float, help="override train.width_mult")
@@ -95,6 +98,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         study["seeds"] = list(range(args.seeds))
     if args.seed is not None:
         study["seeds"] = [args.seed]
+    if args.budgets is not None:
+        study["budgets"] = parse_budgets(args.budgets)
     for name in ("epochs", "batch_size", "data_dir", "width_mult", "devices", "num_nodes", "strategy"):
         if getattr(args, name) is not None:
             train[name] = getattr(args, name)
@@ -105,6 +110,17 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     from roadmap.config import merge
     from roadmap.overrides import parse_set
     return merge(study, parse_set(args.set))
+
+
+def parse_budgets(text: str) -> list[float]:
+    """`--budgets 1,3,10` as numbers (roadmap.config.check_budgets judges them)."""
+    from roadmap.config import ConfigError
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        return [float(part) if "." in part or "e" in part.lower() else int(part) for part in parts]
+    except ValueError:
+        raise ConfigError(f"--budgets {text!r} must be whole numbers of epochs separated by commas, "
+                          "e.g. 1,3,10") from None
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -206,7 +222,8 @@ def train_command(args: argparse.Namespace) -> int:
             gmacs = training_gmacs(study, run) if run.state != "done" else 0.0
             total += gmacs
             index = "" if run.step.index is None else run.step.index
-            print(f"  {index:>2} {run.step.slug:20s} seed {run.seed}  {run.state:6s}  "
+            budget = f"{run.budget:>3d} ep  " if study.budgets else ""
+            print(f"  {index:>2} {run.step.slug:20s} seed {run.seed}  {budget}{run.state:6s}  "
                   f"{gmacs / 1e3:8.2f} TMACs to train")
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
         from roadmap.records import load_records

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,10 @@ class TrainConfig:
     synthetic_train_size: int = 512
     synthetic_val_size: int = 256
     val_checks_per_epoch: int = 1
+    # The checks before a run's last validate on this many images of the validation set (the
+    # first N of a fixed permutation); the last check, after the final optimizer step, on all of
+    # it. None: every check on the whole set. Budgets other than the recipe's own set it (fit_to_budget).
+    curve_val_images: int | None = None
     precision: str = "auto"  # auto: bf16-mixed on a bf16 GPU or CPU, else 16-mixed (GPU) / 32-true; or a Lightning value
     channels_last: bool = True
     # torch.compile the network (in place: checkpoints keep their keys). Pays back only over long
@@ -104,7 +108,7 @@ class TrainConfig:
         for name in ("label_smoothing", "random_erasing", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("train_subset", "val_subset"):
+        for name in ("train_subset", "val_subset", "curve_val_images"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0 or null, got {getattr(self, name)}")
         if self.optimizer not in ("adamw", "sgd"):
@@ -158,6 +162,9 @@ class StudyConfig:
     # "all", an index, or slugs / indices / ranges as a list or a comma string: "0-5,kernel_7"
     steps: str | int | list[str | int] = "all"
     seeds: list[int] = field(default_factory=lambda: [0])
+    # Training budgets in epochs: every (step, seed) is trained once per budget, its recipe's
+    # schedule fitted to it (fit_to_budget). None: the recipe's own `train.epochs` only.
+    budgets: list[int] | None = None
     # Steps of the study's own: each a mapping with slug, parent, change (NetSpec fields), and
     # optionally label, train (this step's recipe), sweep, phase (roadmap/definitions.py).
     define: list[dict[str, Any]] = field(default_factory=list)
@@ -181,9 +188,56 @@ class StudyConfig:
             # Lightning's seed_everything raises on a seed out of numpy's range (a traceback mid-study)
             raise ConfigError(f"seeds: each must be below 2**32 = {MAX_SEED}, got {max(self.seeds)}")
         self.train.check()
+        check_budgets(self.budgets)
         from .definitions import study_steps
         for step in study_steps(self):  # every step resolves, builds and has a valid recipe
-            run_train_config(self, step).check()
+            if self.budgets and "epochs" in step.train:
+                raise ConfigError(f"define[{step.slug}].train.epochs: a study with budgets trains every step for "
+                                  "each budget; leave epochs out of the step's recipe")
+            for budget in study_budgets(self):
+                fit_to_budget(run_train_config(self, step), budget).check()
+
+
+def check_budgets(budgets: Any, where: str = "budgets") -> None:
+    """Budgets are a non-empty list of distinct whole numbers of epochs, or null."""
+    if budgets is None:
+        return
+    example = "e.g. [1, 3, 10]"
+    if not isinstance(budgets, list) or not budgets:
+        raise ConfigError(f"{where}: {budgets!r} must be a non-empty list of epochs, {example}, or null")
+    for budget in budgets:
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+            raise ConfigError(f"{where}: {budget!r} is not a number of epochs; give whole epochs, {example}")
+        if budget != int(budget):
+            raise ConfigError(f"{where}: {budget!r} is a fraction of an epoch; budgets are whole epochs, {example}")
+        if budget < 1:
+            raise ConfigError(f"{where}: {budget!r} must be at least 1 epoch, {example}")
+    if len(set(budgets)) != len(budgets):
+        twice = sorted({b for b in budgets if budgets.count(b) > 1})
+        raise ConfigError(f"{where}: {', '.join(map(str, twice))} given twice; list each budget once, {example}")
+
+
+# A budget other than the recipe's own validates twice per epoch, the checks before the last on this
+# many images (TrainConfig.curve_val_images): under 5% of the run's multiply-adds at every budget
+# of the default data (10k validation images, 60k training images; docs/budget.md).
+BUDGET_VAL_CHECKS_PER_EPOCH = 2
+BUDGET_CURVE_VAL_IMAGES = 1000
+
+
+def fit_to_budget(train: TrainConfig, epochs: int) -> TrainConfig:
+    """The recipe fitted to a budget of `epochs`: warmup keeps its share of the run and the
+    cosine spans the whole of it (the paper: 20 of 300 epochs), as Budgeted Training (Li et al.
+    2019) asks of a schedule. The recipe's own number of epochs returns the recipe unchanged, so
+    its runs keep their config hashes."""
+    if epochs == train.epochs:
+        return train
+    return replace(train, epochs=epochs, warmup_epochs=round(train.warmup_epochs * epochs / train.epochs, 9),
+                   val_checks_per_epoch=BUDGET_VAL_CHECKS_PER_EPOCH, curve_val_images=BUDGET_CURVE_VAL_IMAGES)
+
+
+def study_budgets(study: StudyConfig) -> list[int]:
+    """The study's budgets in epochs, smallest first (the recipe's own epochs when none are set)."""
+    return sorted(int(b) for b in study.budgets) if study.budgets else [study.train.epochs]
 
 
 def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
@@ -330,6 +384,7 @@ def load_study(preset: str, config_file: Path | None = None,
     data: dict[str, Any] = {}
     for layer in _preset_layers(preset) + layers + [overrides or {}]:
         data = _merge(data, layer)
+    check_budgets(data.get("budgets"))  # before typing: a fraction gets its own message
     study = from_dict(StudyConfig, data)
     study.check()
     return study, preset

@@ -154,6 +154,14 @@ class InMemoryBatches:
         self.start_batch = self.consumed = state["consumed"]
 
 
+def curve_indices(size: int, curve_images: int | None) -> torch.Tensor | None:
+    """The validation images of the checks before a run's last (TrainConfig.curve_val_images):
+    the first N of a fixed permutation, the same for every seed and step; None: all of them."""
+    if curve_images is None or curve_images >= size:
+        return None
+    return torch.randperm(size, generator=torch.Generator().manual_seed(4322))[:curve_images].sort().values
+
+
 class InMemoryDataModule(pl.LightningDataModule):
     def __init__(self, cfg: TrainConfig, seed: int, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
                  num_classes: int) -> None:
@@ -201,7 +209,16 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self._train_loader
 
     def val_dataloader(self) -> InMemoryBatches:
+        """The checks during training: the whole validation set, or its curve subset."""
         images, labels = self.splits["val"]
+        keep = curve_indices(len(labels), self.cfg.curve_val_images)
+        return self._val_loader(images[keep], labels[keep]) if keep is not None else self._val_loader(images, labels)
+
+    def final_val_dataloader(self) -> InMemoryBatches:
+        """The run's last check: the whole validation set."""
+        return self._val_loader(*self.splits["val"])
+
+    def _val_loader(self, images: torch.Tensor, labels: torch.Tensor) -> InMemoryBatches:
         return InMemoryBatches(images, labels, max(self.cfg.batch_size, 256), train=False, seed=self.seed,
                                resolution=self.cfg.resolution, mean=self.mean, std=self.std,
                                channels_last=self.cfg.channels_last, shard=self._shard())
@@ -277,8 +294,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
                                drop_last=True, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
+        """The checks during training: the whole validation set, or its curve subset."""
+        keep = curve_indices(len(self.val_set), self.cfg.curve_val_images)
+        return self._val_loader(self.val_set if keep is None else torch.utils.data.Subset(self.val_set, keep.tolist()))
+
+    def final_val_dataloader(self) -> DataLoader:
+        """The run's last check: the whole validation set."""
+        return self._val_loader(self.val_set)
+
+    def _val_loader(self, dataset: Any) -> DataLoader:
         from .sampler import ShardSampler
-        return DataLoader(self.val_set, sampler=ShardSampler(len(self.val_set), self._shard()), **self._loader_kwargs())
+        return DataLoader(dataset, sampler=ShardSampler(len(dataset), self._shard()), **self._loader_kwargs())
 
 
 def make_datamodule(cfg: TrainConfig, seed: int) -> InMemoryDataModule | ImageFolderDataModule:

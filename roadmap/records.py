@@ -35,14 +35,15 @@ class CorruptRecordError(ValueError):
     """A record or manifest that cannot be read; the message names the file and what to do."""
 
 
-def run_name(slug: str, seed: int) -> str:
-    return f"{slug}__seed{seed}"
+def run_name(slug: str, seed: int, budget: int | None = None) -> str:
+    """`<step>__seed<k>`, and `__<b>ep` for a run of a study that lists budgets."""
+    return f"{slug}__seed{seed}" + (f"__{budget}ep" if budget is not None else "")
 
 
-def record_filename(slug: str, seed: int, config_hash: str) -> str:
+def record_filename(name: str, config_hash: str) -> str:
     """Records are keyed by their config hash: a changed config writes a new record and
     never overwrites one of another config."""
-    return f"{run_name(slug, seed)}__{config_hash[:8]}.json"
+    return f"{name}__{config_hash[:8]}.json"
 
 
 def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:

@@ -31,8 +31,8 @@ from .checkpoints import (AtomicCheckpointIO, EpochEndCheckpoint, GracefulStop, 
 from .signals import RunInterrupted
 
 from .curves import CurveKeeper, ResumableCSVLogger, checkpoint_rows
-from .config import (ConfigError, StudyConfig, TrainConfig, config_hash, non_default, result_relevant,
-                     run_train_config)
+from .config import (ConfigError, StudyConfig, TrainConfig, config_hash, fit_to_budget, non_default,
+                     result_relevant, run_train_config, study_budgets)
 from .data import make_datamodule
 from .definitions import study_steps
 from .datasets import describe, fingerprint
@@ -53,7 +53,8 @@ class Run:
     record_path: Path
     checkpoint_dir: Path
     state: str  # "done", "failed", "resume" (checkpoint there), "todo"
-    train: TrainConfig  # the step's recipe: the study's, with the step's own keys over it
+    train: TrainConfig  # the step's recipe: the study's, with the step's own keys over it, fitted to the budget
+    budget: int  # epochs
 
 
 def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
@@ -82,15 +83,35 @@ def check_trainable(study: StudyConfig) -> None:
                               f"training set ({images} images): not one optimizer step per epoch; lower batch_size")
 
 
-def study_runs(study: StudyConfig) -> list[tuple[Step, int, TrainConfig, str]]:
-    """Every (step, seed) of the study in its order, with the step's recipe and the config hash."""
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (step, seed, budget) of a study: its recipe and its config hash."""
+
+    step: Step
+    seed: int
+    budget: int
+    train: TrainConfig
+    hash: str
+
+
+def study_runs(study: StudyConfig) -> list[PlannedRun]:
+    """Every (step, seed, budget) of the study, budget by budget (smallest first), then in the
+    study's order of steps and seeds, with the run's recipe and config hash."""
     world_size, data = world_size_of(study), fingerprint(study.train)
     runs = []
-    for step in study_steps(study):
-        train = run_train_config(study, step)
-        runs += [(step, seed, train, config_hash(run_payload(train, step, seed, world_size, data)))
-                 for seed in study.seeds]
+    for budget in study_budgets(study):
+        for step in study_steps(study):
+            train = fit_to_budget(run_train_config(study, step), budget)
+            runs += [PlannedRun(step, seed, budget, train,
+                                config_hash(run_payload(train, step, seed, world_size, data)))
+                     for seed in study.seeds]
     return runs
+
+
+def planned_name(study: StudyConfig, planned: PlannedRun) -> str:
+    """A run's name (records, checkpoints, logs, locks): step and seed, and the budget in a
+    study that lists budgets."""
+    return run_name(planned.step.slug, planned.seed, planned.budget if study.budgets else None)
 
 
 def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)) -> list[Run]:
@@ -98,11 +119,12 @@ def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)
     done or failed; a "done" record without its numbers is trained again (and said so)."""
     dirs = study_dirs(out_dir, study)
     runs = []
-    for i, (step, seed, train, digest) in enumerate(study_runs(study)):
+    for i, planned in enumerate(study_runs(study)):
         if i % shard[1] != shard[0]:
             continue
-        name = run_name(step.slug, seed)
-        record_path = dirs["runs"] / record_filename(step.slug, seed, digest)
+        step, seed, train, digest = planned.step, planned.seed, planned.train, planned.hash
+        name = planned_name(study, planned)
+        record_path = dirs["runs"] / record_filename(name, digest)
         checkpoint_dir = dirs["checkpoints"] / f"{name}__{digest[:8]}"
         state = "todo"
         if record_path.exists():
@@ -114,7 +136,7 @@ def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)
                 state = record["status"]
         if state == "todo" and has_checkpoint(checkpoint_dir):
             state = "resume"
-        runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state, train))
+        runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state, train, planned.budget))
     return runs
 
 
@@ -132,14 +154,15 @@ def write_study_manifest(study: StudyConfig, preset: str, out_dir: Path) -> None
     write_manifest(study_dirs(out_dir, study)["base"], {
         "study": study.name, "preset": preset, "config": asdict(study),
         "steps": [step_metadata(step) for step in study_steps(study)],
-        "runs": [{"step": step.slug, "seed": seed, "config_hash": digest}
-                 for step, seed, _, digest in study_runs(study)],
+        "budgets": study_budgets(study),
+        "runs": [{"step": p.step.slug, "seed": p.seed, "budget_epochs": p.budget, "config_hash": p.hash}
+                 for p in study_runs(study)],
     })
 
 
 def other_config_records(study: StudyConfig, out_dir: Path) -> int:
     """How many records in the study's runs/ belong to other configs (kept, never shown)."""
-    current = {(step.slug, seed, digest) for step, seed, _, digest in study_runs(study)}
+    current = {(p.step.slug, p.seed, p.hash) for p in study_runs(study)}
     return sum((r["step"], r["seed"], r["config_hash"]) not in current
                for r in load_records(study_dirs(out_dir, study)["base"]))
 
@@ -262,7 +285,11 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
             if trainer.interrupted:
                 raise RunInterrupted(signals.received() or "interrupted", f"{run.name} was interrupted")
-            if "val_top1" not in trainer.callback_metrics:
+            if cfg.curve_val_images is not None:
+                # The curve's checks saw part of the validation set: the run's numbers come from
+                # all of it, after the last optimizer step (the curve's last point).
+                trainer.validate(module, dataloaders=datamodule.final_val_dataloader(), verbose=False)
+            elif "val_top1" not in trainer.callback_metrics:
                 # Resumed from a checkpoint that had finished training (killed before its record
                 # was written): fit has nothing left to do, so validate the restored weights once
                 # more. Its curve already holds this validation (logged before that checkpoint).
@@ -272,7 +299,7 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         finish_loggers(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = module.model
-    weights = weights_path(dirs["base"], run.step.slug, run.seed, run.hash)
+    weights = weights_path(dirs["base"], run.name, run.hash)
     if trainer.is_global_zero:
         save_weights(weights, model)
     commit, dirty = git_state()
@@ -284,7 +311,8 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         "gmacs_train_res": count_macs(model, cfg.resolution, datamodule.in_chans) / 1e9,
         "gmacs_224": gmacs_at_224(run.step),
         "train_throughput": throughput.train_img_s, "eval_throughput": throughput.eval_img_s,
-        "wall_time_s": time.time() - started, "epochs": trainer.current_epoch,
+        "wall_time_s": time.time() - started, "validation_s": throughput.val_total_seconds,
+        "epochs": trainer.current_epoch,
         "train_images": datamodule.num_train, "val_images": datamodule.num_val,
         "git_commit": commit, "git_dirty": dirty, "world_size": trainer.world_size,
         "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
@@ -335,6 +363,7 @@ def _identity(study: StudyConfig, preset: str, run: Run) -> dict[str, Any]:
     return {
         "study": study.name, "preset": preset, "step": run.step.slug, "step_index": run.step.index,
         "label": run.step.label, "phase": run.step.phase, "parent": run.step.parent, "seed": run.seed,
+        "budget_epochs": run.budget,
         "config_hash": run.hash, "config": asdict(cfg), "dataset": cfg.dataset, "resolution": cfg.resolution,
         "width_mult": cfg.width_mult, "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,

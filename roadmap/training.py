@@ -177,6 +177,7 @@ class Throughput(pl.Callback):
         self.train_seconds = 0.0
         self.val_images = 0
         self.val_seconds = 0.0
+        self.val_total_seconds = 0.0  # every validation of the run (this process's share of it)
         self._batch_start = 0.0
         self._last_end: float | None = None
         self._val_start = 0.0
@@ -205,6 +206,7 @@ class Throughput(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.val_seconds = time.perf_counter() - self._val_start - (autotune.measuring_seconds() - self._val_measuring)
+        self.val_total_seconds += self.val_seconds
         self._last_end = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

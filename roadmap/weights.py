@@ -64,8 +64,9 @@ def step_from_spec(slug: str, spec: Mapping[str, Any] | None) -> Step:
                 spec=saved)
 
 
-def weights_path(study_dir: Path, slug: str, seed: int, config_hash: str) -> Path:
-    return Path(study_dir) / "weights" / f"{run_name(slug, seed)}__{config_hash[:8]}.pt"
+def weights_path(study_dir: Path, name: str, config_hash: str) -> Path:
+    """`weights/<run name>__<hash8>.pt` (run names: records.run_name)."""
+    return Path(study_dir) / "weights" / f"{name}__{config_hash[:8]}.pt"
 
 
 def save_weights(path: Path, model: nn.Module) -> Path:
@@ -79,7 +80,7 @@ def save_weights(path: Path, model: nn.Module) -> Path:
 def _run_weights(study_dir: Path, record: dict[str, Any]) -> tuple[TrainConfig, dict[str, torch.Tensor]]:
     """A finished run's training config and its saved state_dict."""
     path = Path(study_dir) / record["weights"] if record.get("weights") else weights_path(
-        study_dir, record["step"], record["seed"], record["config_hash"])
+        study_dir, run_name(record["step"], record["seed"]), record["config_hash"])
     if not path.is_file():
         raise ConfigError(f"no saved weights for {record['step']} seed {record['seed']} ({path}): the run "
                           "finished before weights were kept, or they were deleted; delete its record "

@@ -119,7 +119,7 @@ def test_roadmap_key_and_readings_reach_every_step(tmp_path):
     assert [s.slug for s in steps] == ["resnet200", "convnext_b"]
     assert all(s.spec.layer_scale_init == 1e-6 and s.spec.init == "pytorch_default" for s in steps)
     default = load_study("smoke", None, {"roadmap": "resnet200", "steps": [0, 15]})[0]
-    assert {h for *_, h in study_runs(study)}.isdisjoint({h for *_, h in study_runs(default)}), \
+    assert {p.hash for p in study_runs(study)}.isdisjoint({p.hash for p in study_runs(default)}), \
         "a run's hash covers its reading"
     config.write_text("name: r\npreset: smoke\nreadings: {layer_scale: sometimes}\n")
     result = run_cli("--config", str(config), "--dry-run", "--out", str(tmp_path))
@@ -130,9 +130,9 @@ def test_a_default_valued_key_set_explicitly_is_the_same_run():
     """A run's hash holds what differs from the defaults: a new knob keeps old records."""
     plain = load_study("smoke")[0]
     explicit = load_study("smoke", None, {"train": {"mixup_alpha": 0.0, "optimizer": "adamw"}})[0]
-    assert [h for *_, h in study_runs(plain)] == [h for *_, h in study_runs(explicit)]
+    assert [p.hash for p in study_runs(plain)] == [p.hash for p in study_runs(explicit)]
     other = load_study("smoke", None, {"train": {"mixup_alpha": 0.2}})[0]
-    assert [h for *_, h in study_runs(plain)] != [h for *_, h in study_runs(other)]
+    assert [p.hash for p in study_runs(plain)] != [p.hash for p in study_runs(other)]
 
 
 @pytest.mark.parametrize("name", ["leave_one_out", "micro_first", "small_images", "recipe_vs_architecture", "readings"])
