@@ -28,18 +28,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from convnext_steps import build_model, resolve_steps  # noqa: E402
-from roadmap.config import load_study  # noqa: E402
-from roadmap.datasets import describe  # noqa: E402
 from throughput import cpu_description, median_seconds, runner_dtype, train_fn  # noqa: E402
 
+from convnext_roadmap.config.load import load_study  # noqa: E402
+from convnext_roadmap.data.registry import describe  # noqa: E402
+from convnext_steps import build_model, resolve_steps  # noqa: E402
+from convnext_steps.cpu_kernels import use_cpu_kernels  # noqa: E402
 
 
 def measure(slug: str, compiled: bool, batch: int, resolution: int, width: float,
             in_chans: int, iters: int) -> tuple[float, float]:
     """(seconds of the first iteration, median seconds of the next `iters`)."""
     torch.manual_seed(0)
-    model = build_model(slug, num_classes=10, in_chans=in_chans, width_mult=width)
+    model = use_cpu_kernels(build_model(slug, num_classes=10, in_chans=in_chans, width_mult=width))
     model = model.to(memory_format=torch.channels_last)
     if compiled:
         torch._dynamo.reset()

@@ -5,7 +5,7 @@
     many single-thread processes at once (one per core), each training the same model on
     its own batch: ConvNeXt-T at the default study's size and larger, by the forward GMACs
     of one image. Where the concurrent single-thread processes win, `auto` runs one job
-    per core (roadmap/parallel.py, SMALL_MODEL_GMACS).
+    per core (convnext_roadmap/study/parallel.py, SMALL_MODEL_GMACS).
 (b) A study's wall time with `--jobs 1` and `--jobs auto`, back to back on the same machine
     (default: `--steps 0,8,15 --seeds 2` of the cpu preset; `--full` for the whole default
     study), each into a fresh results folder.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from throughput import cpu_description, runner_dtype, train_fn  # noqa: E402
+
+from convnext_roadmap.study.parallel import cpu_cores  # noqa: E402
 from convnext_steps import build_model  # noqa: E402
 from convnext_steps.complexity import count_macs  # noqa: E402
-from roadmap.parallel import cpu_cores  # noqa: E402
-from throughput import cpu_description, runner_dtype, train_fn  # noqa: E402
+from convnext_steps.cpu_kernels import use_cpu_kernels  # noqa: E402
 
 # (step, width, resolution, batch): the default study's ConvNeXt-T, then larger
 SIZES = [("convnext_t", 0.25, 32, 256), ("convnext_t", 1.0, 32, 128), ("convnext_t", 1.0, 64, 64),
@@ -47,7 +48,8 @@ def _train(args: tuple) -> float:
     """Images per second of one process training `step` for `seconds` with `threads`."""
     step, width, resolution, batch, threads, seconds, start = args
     torch.set_num_threads(threads)
-    model = build_model(step, num_classes=10, in_chans=1, width_mult=width).to(memory_format=torch.channels_last)
+    model = use_cpu_kernels(build_model(step, num_classes=10, in_chans=1, width_mult=width))
+    model = model.to(memory_format=torch.channels_last)
     x = torch.randn(batch, 1, resolution, resolution).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     fn = train_fn(model, x, y, runner_dtype(), "fused")

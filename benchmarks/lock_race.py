@@ -7,7 +7,7 @@ together (a barrier) into `run_lock`, and has every process keep what it got unt
 tried. A trial with two or more owners is a violation (two runners training one run); one
 with none means the stale lock was never taken over.
 
-    python benchmarks/lock_race.py [--trials 100] [--processes 4] [--module roadmap/locks.py]
+    python benchmarks/lock_race.py [--trials 100] [--processes 4] [--module convnext_roadmap/store/locks.py]
 
 --module may name any file defining run_lock(path) (e.g. an older roadmap/records.py, from
 `git show <commit>:roadmap/records.py > /tmp/old_records.py`) to measure it.
@@ -73,7 +73,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--module", type=Path, default=ROOT / "roadmap" / "locks.py")
+    parser.add_argument("--module", type=Path, default=ROOT / "convnext_roadmap" / "store" / "locks.py")
     args = parser.parse_args()
     counts = race(args.module, args.trials, args.processes)
     print(f"{args.module}: {args.processes} processes x {args.trials} trials on a dead process's lock: "

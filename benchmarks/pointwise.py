@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from convnext_steps import autotune  # noqa: E402
 from throughput import cpu_description, median_seconds  # noqa: E402
+
+from convnext_steps import autotune  # noqa: E402
 
 # (batch, in channels, out channels, map side)
 SHAPES = [

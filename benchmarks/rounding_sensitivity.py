@@ -6,9 +6,9 @@ nn.Conv2d, only with different floating-point rounding; yet when it landed, step
 the default study moved by up to 2 top-1 points. This script trains one step four times on
 the same data, in the same batch order, from the same initial weights:
 
-  fast    the runner's model (with SameConv);
+  fast    the runner's model (with its CPU kernels);
   repeat  the same again: a control that the run is deterministic (must not differ at all);
-  plain   the same model with plain nn.Conv2d (`use_plain_convs`): different rounding;
+  plain   the same model with plain nn.Conv2d (`use_plain_kernels`): different rounding;
   nudged  the runner's model with one weight moved by one float32 ulp: a control, a change
           far below anything a user could care about.
 
@@ -27,18 +27,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import pandas as pd
+import pytorch_lightning as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from convnext_steps.network import use_plain_convs  # noqa: E402
-from roadmap.config import load_study  # noqa: E402
-from roadmap.data import make_datamodule  # noqa: E402
-from roadmap.study import quiet_lightning, resolve_precision  # noqa: E402
-from roadmap.training import DeterministicResume, RoadmapClassifier  # noqa: E402
+from convnext_roadmap.config.load import load_study  # noqa: E402
+from convnext_roadmap.data.loading import make_datamodule  # noqa: E402
+from convnext_roadmap.train.callbacks import DeterministicResume  # noqa: E402
+from convnext_roadmap.train.module import RoadmapClassifier
+from convnext_roadmap.train.precision import resolve_precision
+from convnext_roadmap.train.run import quiet_lightning  # noqa: E402
+from convnext_steps.cpu_kernels import use_plain_kernels  # noqa: E402
 
 
 class LossTrace(pl.Callback):
@@ -59,7 +61,7 @@ def nudge_one_weight(model: torch.nn.Module) -> None:
         weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(float("inf")))
 
 
-VARIANTS = {"fast": lambda model: None, "repeat": lambda model: None, "plain": use_plain_convs,
+VARIANTS = {"fast": lambda model: None, "repeat": lambda model: None, "plain": use_plain_kernels,
             "nudged": nudge_one_weight}
 
 

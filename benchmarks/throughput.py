@@ -57,13 +57,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/throughput.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from convnext_roadmap.config.load import load_study  # noqa: E402
+from convnext_roadmap.data.in_memory import BatchAugment  # noqa: E402
+from convnext_roadmap.data.in_memory import InMemoryBatches as RunnerBatches  # noqa: E402
+from convnext_roadmap.train.precision import resolve_precision  # noqa: E402
 from convnext_steps import build_model, resolve_steps  # noqa: E402
 from convnext_steps.complexity import count_macs  # noqa: E402
-from convnext_steps.network import use_plain_convs  # noqa: E402
-from roadmap.config import load_study  # noqa: E402
-from roadmap.data import BatchAugment  # noqa: E402
-from roadmap.data import InMemoryBatches as RunnerBatches  # noqa: E402
-from roadmap.study import resolve_precision  # noqa: E402
+from convnext_steps.cpu_kernels import use_cpu_kernels, use_plain_kernels  # noqa: E402
 
 FORMATS: dict[str, torch.memory_format] = {
     "contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -128,12 +128,13 @@ def _replace_first_conv(model: nn.Module, in_chans: int) -> None:
 
 
 def make_model(job: Job, drop_path: float, seed: int) -> nn.Module:
-    """A freshly initialised fp32 model in contiguous format (same seed: same weights)."""
+    """A freshly initialised fp32 model in contiguous format (same seed: same weights); ours
+    with the runner's CPU kernels, as it trains."""
     torch.manual_seed(seed)
     s = job.setting
     if not job.is_torchvision:
-        return build_model(job.model, num_classes=s.num_classes, in_chans=s.in_chans,
-                           width_mult=job.width_mult, drop_path_rate=drop_path)
+        return use_cpu_kernels(build_model(job.model, num_classes=s.num_classes, in_chans=s.in_chans,
+                                           width_mult=job.width_mult, drop_path_rate=drop_path))
     name = job.model.removeprefix("torchvision.")
     kwargs = {"stochastic_depth_prob": drop_path} if name.startswith("convnext") else {}
     model = getattr(torchvision.models, name)(num_classes=s.num_classes, **kwargs)
@@ -284,7 +285,7 @@ def endless(loader: DataLoader) -> Iterator:
 
 
 class OurBatches:
-    """The runner's own data path (roadmap.data, cpu preset): uint8 images in memory, a batch
+    """The runner's own data path (convnext_roadmap.data.in_memory, cpu preset): uint8 images in memory, a batch
     is an index, one batched pad/crop/flip, a normalise and a channels_last copy."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, seed: int) -> None:
@@ -311,7 +312,7 @@ def measure_naive_vs_ours(job: Job, images: torch.Tensor, labels: torch.Tensor, 
     iteration time includes fetching the batch."""
     s = job.setting
     # naive: every conv an nn.Conv2d, contiguous NCHW, fp32, eager
-    model = use_plain_convs(make_model(job, drop_path, seed))
+    model = use_plain_kernels(make_model(job, drop_path, seed))
     model.train()
     batches = endless(naive_loader(images, labels, s.batch))
     naive = train_step_fn(model, make_optimizer(model, adamw_impl), "fp32", lambda: next(batches))

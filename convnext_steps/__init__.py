@@ -15,21 +15,23 @@ A step of your own is a parent and a change:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
+from typing import Any
 
 from torch import nn
 
-from .network import LayerNorm2d, NetSpec, RoadmapNet
+from .network import LayerNorm2d, RoadmapNet
 from .readings import READINGS, apply_readings
-from .roadmap import RESNET200_STEPS, STEPS
+from .spec import NetSpec
 from .step import Step, StepError, derive_step
 from .swin import SWIN_B, SWIN_T, SwinSpec
+from .tables import RESNET200_STEPS, STEPS
 from .torchvision_weights import load_torchvision_weights
 
 __all__ = ["NetSpec", "RoadmapNet", "LayerNorm2d", "Step", "StepError", "list_steps", "list_roadmaps",
            "get_step", "resolve_steps", "derive_step", "register_step", "builtin_slugs", "build_model",
            "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP", "READINGS", "apply_readings",
-           "SwinSpec"]
+           "SwinSpec", "spec_dict", "step_from_spec"]
 
 DEFAULT_ROADMAP = "resnet50"
 ROADMAPS: dict[str, list[Step]] = {"resnet50": STEPS, "resnet200": RESNET200_STEPS}
@@ -127,13 +129,37 @@ def scaled_spec(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
 def build_model(step: str | int | Step, num_classes: int = 1000, in_chans: int = 3,
                 width_mult: float = 1.0, drop_path_rate: float = 0.0,
                 layer_scale_init: float | None = None) -> nn.Module:
-    """Build one step. `layer_scale_init=None` keeps the step's own (1e-6 at ConvNeXt-T,
-    none before); a number sets it for any step; 0 switches it off."""
+    """Build one step, in plain PyTorch layers (`cpu_kernels.use_cpu_kernels` swaps in the
+    runner's faster CPU kernels). `layer_scale_init=None` keeps the step's own (1e-6 at
+    ConvNeXt-T, none before); a number sets it for any step; 0 switches it off."""
     step = get_step(step)
     if not isinstance(step.spec, NetSpec):  # a reference model builds itself
         return step.spec.build(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult,
                                drop_path_rate=drop_path_rate)
-    spec = replace(scaled_spec(step.spec, width_mult), drop_path_rate=drop_path_rate)
+    spec = scaled_spec(step.spec, width_mult)
     if layer_scale_init is not None:
         spec = replace(spec, layer_scale_init=layer_scale_init or None)
-    return RoadmapNet(spec, num_classes=num_classes, in_chans=in_chans)
+    return RoadmapNet(spec, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate)
+
+
+def spec_dict(step: Step) -> dict[str, Any] | None:
+    """A step's NetSpec as plain values (JSON, YAML, hyperparameters); None for a reference
+    model (Swin), which its slug rebuilds."""
+    return asdict(step.spec) if isinstance(step.spec, NetSpec) else None
+
+
+def step_from_spec(slug: str, spec: Mapping[str, Any] | None) -> Step:
+    """The step of a saved run: the built-in or registered step of that slug when its spec is
+    the saved one, else a step rebuilt from the saved spec (a step a study defined)."""
+    if spec is None:
+        return get_step(slug)
+    known_fields = {f.name for f in fields(NetSpec)}  # a record's spec may hold retired fields (drop_path_rate)
+    saved = NetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in known_fields})
+    try:
+        known = get_step(slug)
+        if known.spec == saved:
+            return known
+    except KeyError:
+        pass
+    return Step(slug=slug, label=slug, phase="defined", parent=None, change="rebuilt from its saved spec",
+                spec=saved)

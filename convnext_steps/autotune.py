@@ -3,11 +3,9 @@ runs it, once per shape, and kept on disk (as cuDNN's benchmark mode chooses its
 
 Why: a 1x1 conv is a matrix product over channels. PyTorch runs nn.Conv2d's with oneDNN and a
 matmul (torchvision's ConvNeXt uses nn.Linear) with the BLAS, MKL on x86, and which of the two
-is faster depends on the CPU, not on the shape alone. In fp32, on the AMD EPYC of the
-committed benchmarks/results/pointwise.csv, MKL's matmul ran at about half of oneDNN's conv at
-every shape; on a machine of the same kind a profile of a ConvNeXt-T training step found the
-opposite (oneDNN's 1x1 convs 2.8 s, torchvision's MKL matmuls 1.7 s). No rule written in the
-code holds on both, so the runner measures (`python benchmarks/pointwise.py` prints both).
+is faster depends on the CPU, not on the shape alone (benchmarks/results/pointwise.csv and
+docs/speed.md hold machines where each side wins), so the runner measures
+(`python benchmarks/pointwise.py` prints both).
 
 What is measured: for one key (the CPU, torch's version, the thread count, dtype, training or
 not, memory layout and shape), both implementations on random inputs of that shape (at most
@@ -29,9 +27,8 @@ file is gone (`use_choices`); a checkpoint or record from before these choices (
 is pinned to the conv, which is what it trained with.
 
 Under CPU bf16 autocast nothing is measured: there both paths are oneDNN's, a per-op timing
-ties, and in whole models the matmul on maps up to 8x8 trained every step of the default study
-1.1-1.3x faster (network.PointwiseConv), a gain of the layers around it that a per-op timing
-cannot see.
+ties, and whole models decide (cpu_kernels.PointwiseConv takes the matmul on small maps by
+rule; benchmarks/pointwise.py).
 """
 
 from __future__ import annotations
@@ -48,6 +45,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 
 CONV, MATMUL = "conv", "matmul"
 CACHE_ENV = "CONVNEXT_ROADMAP_CACHE"
@@ -178,15 +176,26 @@ def _call(fn: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock beside the cache file; a file system without locks goes on unlocked."""
+    """An exclusive lock beside the cache file (filelock); a file system without locks goes on
+    unlocked."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        try:
-            import fcntl  # POSIX; elsewhere unlocked
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
-        except (ImportError, OSError):
-            pass
+    lock = FileLock(path.with_name(path.name + ".lock"), mode=_mode())
+    try:
+        lock.acquire()
+    except OSError:
         yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _mode() -> int:
+    """0666 less the umask: the cache is shared by every user's runs on the machine."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _read(path: Path) -> dict[str, dict[str, dict]]:
@@ -207,6 +216,7 @@ def _write(path: Path, data: dict[str, dict[str, dict]]) -> None:
     """Atomically (a temporary file renamed over it): a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _mode())
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=1, sort_keys=True)
         os.replace(tmp, path)
@@ -273,7 +283,7 @@ def choices_of(model: torch.nn.Module) -> dict[str, str]:
     """Every choice the model's 1x1 convs have made, key -> conv or matmul."""
     made: dict[str, str] = {}
     for module in model.modules():
-        if hasattr(module, "pointwise_pinned"):  # a PointwiseConv (use_plain_convs removes it), as in use_choices
+        if hasattr(module, "pointwise_pinned"):  # a PointwiseConv (use_plain_kernels removes it), as in use_choices
             made.update(module.pointwise_choices)
     return dict(sorted(made.items()))
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import autotune
+from . import autotune, build_model
+from .step import Step
 
 
 def count_params(model: nn.Module) -> int:
@@ -29,3 +32,18 @@ def count_macs(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> in
         model.forward(x)
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+@functools.lru_cache(maxsize=None)
+def forward_gmacs(step: Step, resolution: int, width_mult: float, num_classes: int, in_chans: int) -> float:
+    """One image's forward multiply-adds (x 1e9) of a step at a shape, counted on the meta
+    device once per step and shape."""
+    with torch.device("meta"):
+        model = build_model(step, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult)
+    return count_macs(model, resolution, in_chans) / 1e9
+
+
+@functools.lru_cache(maxsize=None)
+def gmacs_at_224(step: Step) -> float:
+    """A step's multiply-adds (x 1e9) in the paper's convention: width 1, 224x224, 1000 classes."""
+    return count_macs(build_model(step)) / 1e9

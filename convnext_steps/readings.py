@@ -3,7 +3,7 @@
     >>> step = apply_readings(get_step("layer_norm"), {"conv_bias": "authors"})
 
 A reading sets one NetSpec field on every step that has that field at NetSpec's default, so
-a step that set the field itself keeps its value. Why each default: `roadmap.py`.
+a step that set the field itself keeps its value. Why each default: `tables.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from .network import LAYER_SCALE_INIT, ConvBiasKind, InitKind, NetSpec
+from .spec import LAYER_SCALE_INIT, ConvBiasKind, InitKind, NetSpec
 from .step import Step, StepError
 
 # reading -> (NetSpec field, {value: field value}); the first value is the default.

@@ -1,6 +1,6 @@
 """A step of a roadmap: a network spec, the step it changes, and what the change is.
 
-Built-in roadmaps (`roadmap.py`) are lists of `Step`s; a user derives new ones from any
+Built-in roadmaps (`tables.py`) are lists of `Step`s; a user derives new ones from any
 step with `derive_step(parent, slug, change={...})`, from Python or from a study's YAML
 `define:` block. A step holds its own paper numbers (None where the paper has none).
 """
@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import functools
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any, Protocol
 
-from .network import NetSpec
+from torch import nn
+
+from .network import RoadmapNet
+from .spec import NetSpec
 
 
 class StepError(ValueError):
     """A step that cannot be defined or built; the message says what is allowed."""
+
+
+class ReferenceSpec(Protocol):
+    """The spec of a model drawn beside a roadmap (Swin): it builds itself."""
+
+    def build(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
+              drop_path_rate: float = 0.0) -> nn.Module: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class Step:
     phase: str
     parent: str | None
     change: str  # one line: what differs from the parent
-    spec: Any  # a NetSpec, or the spec of a reference model (Swin)
+    spec: NetSpec | ReferenceSpec  # a reference model's (Swin) builds itself
     changed_fields: frozenset[str] = frozenset()
     index: int | None = None  # position in its built-in roadmap (None: defined by a user)
     roadmap: str | None = None  # the built-in roadmap it belongs to
@@ -90,11 +101,9 @@ def check_buildable(spec: NetSpec, slug: str, resolution: int = 224) -> None:
 @functools.lru_cache(maxsize=None)
 def _build_problem(spec: NetSpec, resolution: int) -> str | None:
     """Why the spec cannot be built at this resolution, or None; once per (spec, resolution):
-    a study file is checked several times while it is planned (the leave-one-out study's dry
-    run took 52 s, most of it rebuilding the same 14 specs)."""
+    a study file is checked several times while it is planned."""
     import torch
 
-    from .network import RoadmapNet
     try:
         with torch.device("meta"):
             model = RoadmapNet(spec, num_classes=10, in_chans=3)

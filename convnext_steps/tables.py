@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from .network import LAYER_SCALE_INIT, NetSpec
+from .spec import LAYER_SCALE_INIT, NetSpec
 from .step import Step
 
 
@@ -80,6 +80,8 @@ RESNET50_ROWS: list[Row] = [
         {"separate_downsampling": True, "layer_scale_init": LAYER_SCALE_INIT}, (81.97, 0.06, 4.49)),
 ]
 
+CHANGE = {row.slug: row.change for row in RESNET50_ROWS}  # one change, one wording
+
 # Appendix C, Table 11: the same changes from ResNet-200 to ConvNeXt-B. The paper gives the
 # widths only through the multiply-adds; base width 84 at "stage ratio" and 128 at "width"
 # reproduce every row of Table 11 within 0.01 GMACs.
@@ -91,38 +93,38 @@ RESNET200_ROWS: list[Row] = [
         "blocks per stage (3,24,36,3) -> (3,3,27,3), base width 64 -> 84",
         {"stage_depths": (3, 3, 27, 3), "base_width": 84}, (81.33, None, 14.52)),
     Row("r200_patchify_stem", '"patchify" stem', "macro design", "r200_stage_ratio",
-        "stem 7x7/2 conv + BN + ReLU + 3x3/2 max-pool -> one 4x4/4 conv",
+        CHANGE["patchify_stem"],
         {"stem": "patchify"}, (81.59, None, 14.38)),
     Row("r200_depthwise_conv", "depth conv", "ResNeXt-ify", "r200_patchify_stem",
-        "the bottleneck's 3x3 conv becomes depthwise (groups = channels)",
+        CHANGE["depthwise_conv"],
         {"depthwise": True}, (80.54, None, 7.23)),
     Row("r200_width_128", "width 84->128", "ResNeXt-ify", "r200_depthwise_conv",
         "base width 84 -> 128, the stage widths of Swin-B",
         {"base_width": 128}, (81.85, None, 16.76)),
     Row("r200_inverted_bottleneck", "inverting dims", "inverted bottleneck", "r200_width_128",
-        "bottleneck 1x1 4C->C, d3x3 C, 1x1 C->4C -> inverted 1x1 C->4C, d3x3 4C, 1x1 4C->C",
+        CHANGE["inverted_bottleneck"],
         {"block": "inverted"}, (82.64, None, 15.68)),
     Row("r200_move_up_dwconv", "move up d. conv", "large kernel", "r200_inverted_bottleneck",
-        "the depthwise conv moves to the front of the block: d3x3 C, 1x1 C->4C, 1x1 4C->C",
+        CHANGE["move_up_dwconv"],
         {"block": "dw_first"}, (82.04, None, 14.63)),
     Row("r200_kernel_5", "kernel size 5", "large kernel", "r200_move_up_dwconv",
-        "depthwise kernel 3 -> 5 (sweep branch)", {"kernel_size": 5}, (82.32, None, 14.70), sweep=True),
+        CHANGE["kernel_5"], {"kernel_size": 5}, (82.32, None, 14.70), sweep=True),
     Row("r200_kernel_7", "kernel size 7", "large kernel", "r200_move_up_dwconv",
-        "depthwise kernel 3 -> 7 (the size adopted; the chain continues here)", {"kernel_size": 7},
+        CHANGE["kernel_7"], {"kernel_size": 7},
         (82.30, None, 14.81)),
     Row("r200_kernel_9", "kernel size 9", "large kernel", "r200_move_up_dwconv",
-        "depthwise kernel 3 -> 9 (sweep branch)", {"kernel_size": 9}, (82.27, None, 14.95), sweep=True),
+        CHANGE["kernel_9"], {"kernel_size": 9}, (82.27, None, 14.95), sweep=True),
     Row("r200_kernel_11", "kernel size 11", "large kernel", "r200_move_up_dwconv",
-        "depthwise kernel 3 -> 11 (sweep branch)", {"kernel_size": 11}, (82.18, None, 15.13), sweep=True),
+        CHANGE["kernel_11"], {"kernel_size": 11}, (82.18, None, 15.13), sweep=True),
     Row("r200_gelu", "ReLU -> GELU", "micro design", "r200_kernel_7",
-        "every ReLU becomes GELU", {"activation": "gelu"}, (82.19, None, 14.81)),
+        CHANGE["gelu"], {"activation": "gelu"}, (82.19, None, 14.81)),
     Row("r200_fewer_activations", "fewer activations", "micro design", "r200_gelu",
-        "one GELU per block, between the two 1x1 convs (none after the residual add)",
+        CHANGE["fewer_activations"],
         {"block_activations": "one"}, (82.71, None, 14.81)),
     Row("r200_fewer_norms", "fewer norms", "micro design", "r200_fewer_activations",
-        "one norm per block, after the depthwise conv", {"block_norms": "one"}, (83.17, None, 14.81)),
+        CHANGE["fewer_norms"], {"block_norms": "one"}, (83.17, None, 14.81)),
     Row("r200_layer_norm", "BN -> LN", "micro design", "r200_fewer_norms",
-        "BatchNorm -> LayerNorm over channels, everywhere", {"norm": "layer"}, (83.35, None, 14.81)),
+        CHANGE["layer_norm"], {"norm": "layer"}, (83.35, None, 14.81)),
     Row("convnext_b", "sep. d.s. conv (ConvNeXt-B)", "micro design", "r200_layer_norm",
         "separate LN + 2x2/2 conv downsampling between stages, LN after the stem and after "
         "pooling; layer scale 1e-6 as in the released ConvNeXt-B",
