@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from roadmap import signals  # light: the signal module only
+from convnext_roadmap import signals  # light: the signal module only
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_PRESET = "cpu"
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", help="with plot: the study name (default: every study in --out); "
                                         "with evaluate: the study of the run")
     parser.add_argument("--step", help="with evaluate: the run's step (slug or index)")
+    parser.add_argument("--budget", type=int, metavar="EPOCHS",
+                        help="with evaluate: the run's budget, when its study trained several")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done, cost) "
                                                                "and train nothing")
     parser.add_argument("--profile", action="store_true",
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    from roadmap.config import ConfigError
+    from convnext_roadmap.errors import ConfigError
     study: dict[str, Any] = {}
     train: dict[str, Any] = {}
     if args.steps is not None:
@@ -107,14 +109,14 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         study["train"] = train
     if args.logger:
         study["logger"] = list(args.logger)
-    from roadmap.config import merge
-    from roadmap.overrides import parse_set
+    from convnext_roadmap.config.overrides import parse_set
+    from convnext_roadmap.config.schema import merge
     return merge(study, parse_set(args.set))
 
 
 def parse_budgets(text: str) -> list[float]:
-    """`--budgets 1,3,10` as numbers (roadmap.config.check_budgets judges them)."""
-    from roadmap.config import ConfigError
+    """`--budgets 1,3,10` as numbers (convnext_roadmap.config.budget.check_budgets judges them)."""
+    from convnext_roadmap.errors import ConfigError
     parts = [part.strip() for part in text.split(",")]
     try:
         return [float(part) if "." in part or "e" in part.lower() else int(part) for part in parts]
@@ -124,7 +126,7 @@ def parse_budgets(text: str) -> list[float]:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    from roadmap.config import ConfigError
+    from convnext_roadmap.errors import ConfigError
     if text is None:
         return 0, 1
     try:
@@ -139,15 +141,15 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 def print_listing(roadmap: str | None = None) -> None:
     import pandas as pd
 
+    from convnext_roadmap.report.listing import roadmap_table
     from convnext_steps import DEFAULT_ROADMAP
-    from roadmap.listing import roadmap_table
     with pd.option_context("display.width", 250):
         print(roadmap_table(roadmap or DEFAULT_ROADMAP).drop(columns="change").to_string(index=False))
 
 
 def plot_command(args: argparse.Namespace) -> int:
-    from roadmap.config import check_study_name
-    from roadmap.report import draw_figures, markdown_table, write_tables
+    from convnext_roadmap.config.schema import check_study_name
+    from convnext_roadmap.report import draw_figures, markdown_table, write_tables
     if args.study is not None:
         check_study_name(args.study, "--study")
     studies = [args.study] if args.study else sorted(p.name for p in args.out.glob("*") if (p / "runs").is_dir())
@@ -166,12 +168,12 @@ def plot_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from roadmap.config import ConfigError
-    from roadmap.weights import evaluate_run
+    from convnext_roadmap.errors import ConfigError
+    from convnext_roadmap.train.evaluate import evaluate_run
     if not args.study or args.step is None:
         raise ConfigError("evaluate needs --study NAME --step STEP [--seed K] (the run to re-evaluate)")
     seed = args.seed if args.seed is not None else 0
-    result = evaluate_run(args.out / args.study, args.step, seed)
+    result = evaluate_run(args.out / args.study, args.step, seed, args.budget)
     recorded = result["record_top1"]
     print(f"{args.study} {result['step']} seed {seed}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
           f"val loss {result['val_loss']:.4f}  ({result['val_images']} images, {result['precision']})")
@@ -182,31 +184,35 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from roadmap.compare import compare_studies
+    from convnext_roadmap.report.compare import compare_studies
     compare_studies(args.names, args.out, args.plots)
     return 0
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from roadmap.config import load_study
     import torch
 
-    from roadmap.definitions import study_steps
-    from roadmap.parallel import cpu_cores, resolve_jobs, run_jobs
-    from roadmap.study import (check_trainable, execute, other_config_records, plan_runs, process_rank, training_gmacs,
-                               world_size_of, write_study_manifest)
+    from convnext_roadmap.config.define import study_steps
+    from convnext_roadmap.config.load import load_study
+    from convnext_roadmap.study.cost import training_gmacs
+    from convnext_roadmap.study.execute import execute
+    from convnext_roadmap.study.parallel import cpu_cores, resolve_jobs, run_jobs
+    from convnext_roadmap.study.plan import check_trainable, other_config_records, plan_runs, write_study_manifest
+    from convnext_roadmap.study.reuse import mark_reusable, source_name
+    from convnext_roadmap.train.ranks import process_rank, world_size_of
 
     overrides = overrides_from(args)
     shard = parse_shard(args.shard)
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
-    from roadmap.trackers import check_installed
-    from roadmap.weights import check_pretrained, ensure_torchvision_weights
+    from convnext_roadmap.train.trackers import check_installed
+    from convnext_roadmap.train.weights import check_pretrained, ensure_torchvision_weights
     check_installed(study.logger)
     check_pretrained(study)
     check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)
-    counts = {state: sum(r.state == state for r in runs) for state in ("done", "failed", "resume", "todo")}
+    mark_reusable(study, args.out, runs)
+    counts = {state: sum(r.state == state for r in runs) for state in ("done", "reuse", "failed", "resume", "todo")}
     print(f"study {study.name} (preset {preset}): {len(runs)} run(s) - "
           + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
     others = other_config_records(study, args.out)
@@ -219,18 +225,19 @@ def train_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         total = 0.0
         for run in runs:
-            gmacs = training_gmacs(study, run) if run.state != "done" else 0.0
+            gmacs = training_gmacs(study, run) if run.state not in ("done", "reuse") else 0.0
             total += gmacs
             index = "" if run.step.index is None else run.step.index
             budget = f"{run.budget:>3d} ep  " if study.budgets else ""
             print(f"  {index:>2} {run.step.slug:20s} seed {run.seed}  {budget}{run.state:6s}  "
-                  f"{gmacs / 1e3:8.2f} TMACs to train")
+                  f"{gmacs / 1e3:8.2f} TMACs to train"
+                  + (f"  (from {source_name(run.reuse_from, args.out)})" if run.reuse_from else ""))
         print(f"cost to go: {total / 1e3:.1f} TMACs (3x forward multiply-adds x images x epochs)")
-        from roadmap.records import load_records
-        from roadmap.report import seed_guidance
-        from roadmap.study import step_metadata
-        records = [r for r in load_records(args.out / study.name) if r["status"] == "done"]  # any config's
-        guidance = seed_guidance(records, [step_metadata(s) for s in study_steps(study)], args.resolve)
+        from convnext_roadmap.report import seed_guidance
+        from convnext_roadmap.store.manifest import step_entry
+        from convnext_roadmap.store.records import load_records
+        records = [r for r in load_records(args.out / study.name) if r.done]  # any config's
+        guidance = seed_guidance(records, [step_entry(s) for s in study_steps(study)], args.resolve)
         if guidance:
             print(guidance)
         return 0
@@ -238,6 +245,8 @@ def train_command(args: argparse.Namespace) -> int:
     for slug in dict.fromkeys(r.step.slug for r in runs if r.state != "done" and r.train.pretrained):
         ensure_torchvision_weights(slug)
     todo = [r for r in runs if r.state in ("todo", "resume") or (r.state == "failed" and args.retry_failed)]
+    if not todo and any(r.state == "reuse" for r in runs):  # only copies to make: one job
+        args.jobs = "1"
     jobs, threads = resolve_jobs(args.jobs, study, study_steps(study), len(todo),
                         on_gpu=study.train.accelerator in ("gpu", "cuda") or torch.cuda.is_available(),
                         world_size=world_size_of(study))
@@ -258,7 +267,7 @@ def train_command(args: argparse.Namespace) -> int:
         finally:
             torch.set_num_threads(before)  # runner.main called from Python leaves the caller's threads
     if shard == (0, 1) and process_rank() == 0 and not args.no_report:  # shards: `runner.py plot` at the end
-        from roadmap.report import draw_figures, markdown_table, write_tables
+        from convnext_roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
         table = write_tables(study_dir)
         print(markdown_table(table))
@@ -270,7 +279,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     # From here to the last record a stop signal only raises a flag, honoured at the next safe
-    # point (roadmap/signals.py): before the heavy imports, so no window is left uncovered.
+    # point (convnext_roadmap/signals.py): before the heavy imports, so no window is left uncovered.
     signals.install()
     try:
         return _main(argv)
@@ -289,14 +298,12 @@ def _main(argv: list[str] | None) -> int:
                 print(f"error: {error.args[0]}", file=sys.stderr)
                 return 2
             return 0
-        from roadmap.config import ConfigError
-        from roadmap.data import DataError
-        from roadmap.records import CorruptRecordError
+        from convnext_roadmap.errors import ConfigError, CorruptRecordError, DataError
         signals.check("nothing was trained yet")
         try:
             if args.names and args.command != "compare":
                 raise ConfigError(f"unexpected argument(s) {' '.join(args.names)}: only compare takes study names")
-            if args.command == "train" and args.step is not None:  # --step was once short for --steps
+            if args.command == "train" and args.step is not None:  # --step means --steps when training
                 if args.steps:
                     raise ConfigError("--step is for evaluate; to train, give --steps")
                 args.steps = args.step

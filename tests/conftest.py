@@ -26,8 +26,9 @@ def _own_pointwise_cache(tmp_path_factory) -> None:
 def tiny_reference(tmp_path_factory):
     """The uninterrupted run of robust_helpers' tiny study (in-process, no figures): the record
     every interrupted and resumed run must match bit for bit."""
-    import runner
     from robust_helpers import main_args, no_figures, records, tiny_study
+
+    import runner
     tmp = tmp_path_factory.mktemp("tiny_reference")
     with pytest.MonkeyPatch.context() as mp:
         no_figures(mp)

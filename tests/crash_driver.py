@@ -4,7 +4,7 @@ it, hit by SIGTERM/SIGUSR1/SIGINT/SIGKILL exactly in one window (a precise exter
 
     python tests/crash_driver.py --root REPO --at WHEN --signal SIGTERM -- <runner.py arguments>
 
---root is the checkout whose runner.py and roadmap/ run (measure an older commit with it).
+--root is the checkout whose runner.py and convnext_roadmap/ run (measure an older commit with it).
 WHEN is one of
   batch:E:B          after batch B of epoch E has trained (before the runner's batch-end hooks)
   save-during:STEP   while the checkpoint at optimizer step STEP is written (the k-th such write
@@ -48,7 +48,7 @@ def main() -> int:
     import torch  # noqa: F401 - patched below before the runner imports it
 
     if kind == "batch":
-        from roadmap.training import DeterministicResume
+        from convnext_roadmap.train.callbacks import DeterministicResume
         epoch, batch = (int(x) for x in spec.split(":"))
         original = DeterministicResume.on_train_batch_end
 
@@ -77,7 +77,7 @@ def main() -> int:
 
         torch.save = save
     elif kind == "plan":
-        import roadmap.study as study
+        import convnext_roadmap.study.plan as study
         real_plan = study.plan_runs
 
         def plan_runs(*a, **k):
@@ -86,7 +86,7 @@ def main() -> int:
 
         study.plan_runs = plan_runs
     elif kind == "fit-end":
-        import roadmap.study as study
+        import convnext_roadmap.study.plan as study
         real_git = study.git_state
 
         def git_state():
@@ -95,8 +95,8 @@ def main() -> int:
 
         study.git_state = git_state
     elif kind in ("record-during", "record-after"):
-        import roadmap.records as records
-        import roadmap.study as study
+        import convnext_roadmap.store.records as records
+        import convnext_roadmap.study.plan as study
         real_write = records.atomic_write_text
 
         def atomic_write_text(path, text):
@@ -108,7 +108,7 @@ def main() -> int:
 
         records.atomic_write_text = atomic_write_text
     elif kind == "tables":
-        import roadmap.report as report
+        import convnext_roadmap.report as report
         real_tables = report.write_tables
 
         def write_tables(*a, **k):

@@ -75,7 +75,7 @@ def same_numbers(a: dict, b: dict) -> bool:
 def signal_at(monkeypatch, sig: int, epoch: int, batch: int) -> None:
     """Send `sig` to this process once training has finished batch `batch` of epoch `epoch`
     (before the runner's own callbacks look at that batch)."""
-    from roadmap.training import DeterministicResume
+    from convnext_roadmap.train.callbacks import DeterministicResume
     original = DeterministicResume.on_train_batch_end
     sent = []
 
@@ -90,5 +90,5 @@ def signal_at(monkeypatch, sig: int, epoch: int, batch: int) -> None:
 
 def no_figures(monkeypatch) -> None:
     """In-process runs skip drawing figures (seconds each; tested elsewhere)."""
-    import roadmap.report
-    monkeypatch.setattr(roadmap.report, "draw_figures", lambda *args, **kwargs: [])
+    import convnext_roadmap.report
+    monkeypatch.setattr(convnext_roadmap.report, "draw_figures", lambda *args, **kwargs: [])

@@ -10,7 +10,13 @@ import torchvision
 
 from convnext_steps import build_model, get_step, list_steps, load_torchvision_weights, resolve_steps
 from convnext_steps.complexity import count_macs, count_params
-from convnext_steps.network import DepthwiseConv, PointwiseConv, SameConv, use_plain_convs
+from convnext_steps.cpu_kernels import (
+    DepthwiseConv,
+    PointwiseConv,
+    TrimmedKernelConv,
+    use_cpu_kernels,
+    use_plain_kernels,
+)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 # Table 10 as published; the BN -> LN row's 4.46 is a typo (Figure 2 prints 4.2 and a norm
@@ -94,7 +100,7 @@ def test_endpoints_are_torchvision_models(slug, factory, params):
                                           ("convnext_t", torchvision.models.convnext_tiny)])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_endpoints_equal_torchvision_on_maps_smaller_than_kernels(slug, factory, memory_format):
-    """At 32x32 input the last stages are 2x2 and 1x1, where SameConv leaves out taps."""
+    """At 32x32 input the last stages are 2x2 and 1x1, where TrimmedKernelConv leaves out taps."""
     theirs, ours = factory(), build_model(slug)
     _randomise(theirs)
     load_torchvision_weights(ours, theirs.state_dict())
@@ -108,14 +114,17 @@ def test_endpoints_equal_torchvision_on_maps_smaller_than_kernels(slug, factory,
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: s.slug)
 def test_fast_convs_change_no_output_and_no_gradient(step):
-    """SameConv against plain nn.Conv2d, whole model, training mode, at 32x32 (maps down to
-    1x1, where SameConv leaves taps out) on channels_last input."""
+    """TrimmedKernelConv against plain nn.Conv2d, whole model, training mode, at 32x32 (maps down to
+    1x1, where TrimmedKernelConv leaves taps out) on channels_last input."""
     torch.manual_seed(0)
-    fast = build_model(step.slug, num_classes=10, in_chans=1, width_mult=0.25,
-                       layer_scale_init=0.5)
-    _randomise(fast)
-    plain = use_plain_convs(copy.deepcopy(fast))
-    assert not any(isinstance(m, (SameConv, PointwiseConv)) for m in plain.modules())
+    plain = build_model(step.slug, num_classes=10, in_chans=1, width_mult=0.25, layer_scale_init=0.5)
+    _randomise(plain)
+    assert not any(isinstance(m, (TrimmedKernelConv, PointwiseConv)) for m in plain.modules()), \
+        "build_model is the plain layers"
+    fast = use_cpu_kernels(copy.deepcopy(plain))
+    assert any(isinstance(m, TrimmedKernelConv) for m in fast.modules())
+    back = use_plain_kernels(copy.deepcopy(fast))
+    assert [type(m) for m in back.modules()] == [type(m) for m in plain.modules()], "use_plain_kernels undoes it"
     x = torch.randn(4, 1, 32, 32).to(memory_format=torch.channels_last)
     outputs = []
     for model in (fast, plain):
@@ -131,7 +140,7 @@ def test_fast_convs_change_no_output_and_no_gradient(step):
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("kind,kernel,groups,stride", [
-    (SameConv, 3, 1, 1), (SameConv, 5, 2, 1), (SameConv, 3, 1, 2), (DepthwiseConv, 3, 8, 1),
+    (TrimmedKernelConv, 3, 1, 1), (TrimmedKernelConv, 5, 2, 1), (TrimmedKernelConv, 3, 1, 2), (DepthwiseConv, 3, 8, 1),
     (DepthwiseConv, 7, 8, 1), (DepthwiseConv, 11, 8, 1), (DepthwiseConv, 7, 8, 2)])
 def test_same_conv_equals_conv2d_in_output_and_gradients(size, kind, kernel, groups, stride):
     torch.manual_seed(0)
@@ -191,7 +200,7 @@ def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
     torch.manual_seed(0)
     depthwise = DepthwiseConv(8, 8, 7, padding=3, groups=8)
     strided = DepthwiseConv(8, 8, 3, 2, padding=1, groups=8)
-    dense = SameConv(8, 8, 3, padding=1)
+    dense = TrimmedKernelConv(8, 8, 3, padding=1)
     x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, y_strided, z = depthwise(x), strided(x), dense(x)
@@ -205,7 +214,7 @@ def test_depthwise_convs_stay_fp32_under_cpu_bf16_autocast():
     large = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)  # > 8x8: stays bf16
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert depthwise(large).dtype == torch.bfloat16
-    model = build_model("convnext_t", num_classes=10, in_chans=1, width_mult=0.125)
+    model = use_cpu_kernels(build_model("convnext_t", num_classes=10, in_chans=1, width_mult=0.125))
     assert sum(isinstance(m, DepthwiseConv) for m in model.modules()) == 18
 
 

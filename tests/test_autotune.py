@@ -10,12 +10,12 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from robust_helpers import ROOT, main_args, no_figures, records, same_numbers, signal_at, tiny_study
 
 import runner
 from convnext_steps import autotune, build_model
 from convnext_steps.complexity import count_macs
-from convnext_steps.network import PointwiseConv
-from robust_helpers import ROOT, main_args, no_figures, records, same_numbers, signal_at, tiny_study
+from convnext_steps.cpu_kernels import PointwiseConv, use_cpu_kernels
 
 
 @pytest.fixture
@@ -126,11 +126,12 @@ def test_a_whole_model_on_the_matmul_path_is_the_plain_model(step, layout, cache
     """Every 1x1 conv of the model a matmul: the outputs and gradients of plain nn.Conv2d's."""
     import copy
 
-    from convnext_steps.network import use_plain_convs
+    from convnext_steps.cpu_kernels import use_plain_kernels
     monkeypatch.setattr(autotune, "MEASURE_FROM_MACS", 0)
     monkeypatch.setenv(autotune.PIN_ENV, "matmul")
-    fast = build_model(step, num_classes=10, in_chans=1, width_mult=0.25, layer_scale_init=0.5).to(memory_format=layout)
-    plain = use_plain_convs(copy.deepcopy(fast))
+    fast = use_cpu_kernels(build_model(step, num_classes=10, in_chans=1, width_mult=0.25, layer_scale_init=0.5))
+    fast = fast.to(memory_format=layout)
+    plain = use_plain_kernels(copy.deepcopy(fast))
     x = torch.randn(4, 1, 32, 32).to(memory_format=layout)
     results = []
     for model in (fast, plain):
@@ -156,11 +157,15 @@ def test_a_patch_stem_is_a_plain_conv():
 def test_a_record_from_before_the_choices_is_pinned_to_the_conv(cache, monkeypatch):
     """A checkpoint or record without choices (trained when every 1x1 conv was a conv), or a
     compiled run's: evaluated and resumed on the conv, whatever the machine measures now."""
-    from roadmap.weights import trained_choices
+    from convnext_roadmap.store.record import Record
+    from convnext_roadmap.train.weights import trained_choices
     monkeypatch.setattr(autotune, "measure", lambda *a: {"conv": 1.0, "matmul": 0.0})
-    assert trained_choices({"config": {}}) is None
-    assert trained_choices({"config": {"compile": True}, "pointwise": {"k": "matmul"}}) is None
-    assert trained_choices({"config": {}, "pointwise": {"k": "matmul"}}) == {"k": "matmul"}
+
+    def record(**fields) -> Record:
+        return Record.from_dict({"study": "s", "step": "x", "seed": 0, "config_hash": "h", "status": "failed", **fields})
+    assert trained_choices(record(config={})) is None
+    assert trained_choices(record(config={"compile": True}, pointwise={"k": "matmul"})) is None
+    assert trained_choices(record(config={}, pointwise={"k": "matmul"})) == {"k": "matmul"}
     x = torch.randn(32, 64, 8, 8).to(memory_format=torch.channels_last)
     old, new = PointwiseConv(64, 256, 1), PointwiseConv(64, 256, 1)
     autotune.use_choices(old, None)

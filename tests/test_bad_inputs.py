@@ -5,13 +5,12 @@ import os
 import shutil
 import signal
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
+from robust_helpers import ROOT
 
 import runner
-from robust_helpers import ROOT, no_figures
 
 FASHION = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
            "t10k-labels-idx1-ubyte.gz")

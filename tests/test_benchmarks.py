@@ -16,8 +16,8 @@ sys.path.insert(0, str(SCRIPT.parent))
 
 from throughput import COLUMNS  # noqa: E402
 
-from roadmap.config import TrainConfig  # noqa: E402
-from roadmap.data import BatchAugment  # noqa: E402
+from convnext_roadmap.config.schema import TrainConfig  # noqa: E402
+from convnext_roadmap.data.in_memory import BatchAugment  # noqa: E402
 
 
 def test_throughput_script_tiny_run(tmp_path):
@@ -59,7 +59,7 @@ def test_throughput_script_tiny_run(tmp_path):
 
 
 def test_batch_augment_matches_per_sample_slicing():
-    """The runner's batched crop + flip (roadmap.data.BatchAugment) equals cropping each sample
+    """The runner's batched crop + flip (convnext_roadmap.data.in_memory.BatchAugment) equals cropping each sample
     by plain slicing with the same random draws."""
     torch.manual_seed(0)
     x = torch.randint(0, 256, (64, 3, 12, 10), dtype=torch.uint8)

@@ -5,10 +5,10 @@ import signal
 
 import pytest
 import torch
+from robust_helpers import main_args, no_figures, records, same_numbers, signal_at, tiny_study
 
 import runner
-from roadmap.checkpoints import PREVIOUS, AtomicCheckpointIO, resume_point
-from robust_helpers import main_args, no_figures, records, same_numbers, signal_at, tiny_study
+from convnext_roadmap.train.checkpoints import PREVIOUS, AtomicCheckpointIO, resume_point
 
 
 def test_a_failed_write_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):

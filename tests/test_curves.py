@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from robust_helpers import ROOT, main_args, no_figures, records, run_cli, same_numbers, signal_at, tiny_study
 
 import runner
-from robust_helpers import ROOT, main_args, no_figures, records, run_cli, same_numbers, signal_at, tiny_study
 
 
 def curve(path) -> pd.DataFrame:

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from robust_helpers import ROOT, main_args, no_figures, records, run_cli, same_numbers
 
 import runner
-from robust_helpers import ROOT, main_args, no_figures, records, run_cli, same_numbers
 
 STUDY = """\
 preset: smoke
@@ -88,7 +88,7 @@ def test_interrupted_mid_epoch_twice_resumes_to_the_same_numbers_with_workers(fo
 
 
 def test_sampler_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch():
-    from roadmap.sampler import ResumableSampler
+    from convnext_roadmap.data.image_folder import ResumableSampler
     full = list(ResumableSampler(50, 4, seed=3))
     assert sorted(i for i, _ in full) == list(range(50)) and full == list(ResumableSampler(50, 4, seed=3))
     resumed = ResumableSampler(50, 4, seed=3)
@@ -107,7 +107,7 @@ def test_sampler_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch():
 def test_augmentation_is_a_function_of_seed_epoch_and_index():
     from torchvision.transforms import v2
 
-    from roadmap.sampler import SeededSamples
+    from convnext_roadmap.data.image_folder import SeededSamples
     images = [(torch.rand(3, 40, 40), 0) for _ in range(4)]
     samples = SeededSamples(images, v2.Compose([v2.RandomResizedCrop(32), v2.RandomHorizontalFlip()]), seed=1)
     torch.manual_seed(123)
@@ -122,15 +122,16 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index():
 
 
 def test_hflip_off_is_honoured(folder):
-    from roadmap.config import TrainConfig
-    from roadmap.data import ImageFolderDataModule
+    from convnext_roadmap.config.schema import TrainConfig
+    from convnext_roadmap.data.image_folder import ImageFolderDataModule
     flips = [type(op).__name__ for op in ImageFolderDataModule(TrainConfig(dataset="imagefolder", data_dir=str(folder),
                                                                             hflip=False), 0).train_transform.transforms]
     assert "RandomHorizontalFlip" not in flips and "RandomResizedCrop" in flips
 
 
 def test_crop_padding_is_refused_for_image_folders(folder):
-    from roadmap.config import ConfigError, load_study
+    from convnext_roadmap.config.load import load_study
+    from convnext_roadmap.errors import ConfigError
     train = {"dataset": "imagefolder", "data_dir": str(folder)}
     load_study("smoke", None, {"train": train})  # the default: nothing to refuse
     with pytest.raises(ConfigError, match="crop_padding=2 applies to in-memory data sets only"):

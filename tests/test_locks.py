@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from roadmap import locks
-from roadmap.locks import run_lock
+from convnext_roadmap.store import locks
+from convnext_roadmap.store.locks import run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -20,7 +20,7 @@ from lock_race import dead_pid, race  # noqa: E402
 
 def test_four_processes_on_a_dead_processs_lock_one_owner_each_time():
     """Before: 2 or more owners in 16-17 of 100 trials (benchmarks/lock_race.py)."""
-    counts = race(ROOT / "roadmap" / "locks.py", trials=100, processes=4)
+    counts = race(ROOT / "convnext_roadmap" / "store" / "locks.py", trials=100, processes=4)
     assert counts == {"0": 0, "1": 100, "2+": 0}
 
 

@@ -10,11 +10,21 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from convnext_roadmap.report import (
+    SUMMARY_COLUMNS,
+    draw_figures,
+    load_records,
+    markdown_table,
+    paired_delta,
+    prob_improvement,
+    seeds_to_resolve,
+    summarize,
+    summary_line,
+    write_tables,
+)
+from convnext_roadmap.report.summary import study_steps
+from convnext_roadmap.store.manifest import step_entry as step_metadata
 from convnext_steps import derive_step, get_step, list_steps
-from roadmap.report import (SUMMARY_COLUMNS, draw_figures, load_records, markdown_table, paired_delta,
-                            prob_improvement, seeds_to_resolve, summarize, summary_line, write_tables)
-from roadmap.report.summary import study_steps
-from roadmap.study import step_metadata
 
 STEPS = list_steps()
 FAILED = "layer_norm"     # both seeds failed
@@ -259,8 +269,10 @@ def test_figures_without_any_finished_run(tmp_path: Path):
 
 
 def test_the_description_line_counts_epochs_in_words():
-    from roadmap.report.style import study_description
+    from helpers import record
+
+    from convnext_roadmap.report.figures.style import study_description
     one = {"study": "s", "dataset": "d", "resolution": 32, "epochs": 1, "width_mult": 0.25, "preset": "cpu",
            "seed": 0, "precision": "bf16-mixed"}
-    assert "32 px, 1 epoch, width" in study_description([one])
-    assert "32 px, 2 epochs, width" in study_description([{**one, "epochs": 2}])
+    assert "32 px, 1 epoch, width" in study_description([record(**one)])
+    assert "32 px, 2 epochs, width" in study_description([record(**{**one, "epochs": 2})])

@@ -9,14 +9,24 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from test_architectures import _randomise
 from torchvision.models.resnet import Bottleneck, ResNet
 
 import runner
-from convnext_steps import (READINGS, REFERENCES, NetSpec, StepError, apply_readings, build_model, derive_step,
-                            get_step, list_steps, load_torchvision_weights)
+from convnext_steps import (
+    READINGS,
+    REFERENCES,
+    NetSpec,
+    StepError,
+    apply_readings,
+    build_model,
+    derive_step,
+    get_step,
+    list_steps,
+    load_torchvision_weights,
+)
 from convnext_steps.complexity import count_macs, count_params
 from convnext_steps.network import GRN, LAYER_SCALE_INIT, RoadmapNet
-from test_architectures import _randomise
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 R50, R200 = list_steps(), list_steps(roadmap="resnet200")
@@ -178,8 +188,8 @@ def test_grn_in_the_block_after_the_expanding_conv_and_its_activation():
     widths = [(96, 3), (192, 3), (384, 9), (768, 3)]
     assert count_params(ours) - count_params(plain) == sum(2 * 4 * c * d for c, d in widths) == 52_992
     block = ours.stages[0][0].branch
-    assert [type(m).__name__ for m in block] == ["DepthwiseConv", "LayerNorm2d", "PointwiseConv", "GELU", "GRN",
-                                               "PointwiseConv"]
+    assert [type(m).__name__ for m in block] == ["Conv2d", "LayerNorm2d", "Conv2d", "GELU", "GRN", "Conv2d"]
+    assert block[0].groups == 96 and block[0].kernel_size == (7, 7), "the depthwise 7x7 first"
     _randomise(plain)
     grn = {p for m in ours.modules() if isinstance(m, GRN) for p in m.parameters()}
     with torch.no_grad():  # every other parameter copied, in order; GRN keeps its zero init

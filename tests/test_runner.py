@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from cli import assert_one_line_error, run_cli, run_main
 
 import runner
-from roadmap.config import ConfigError, load_study
-from cli import assert_one_line_error, run_cli, run_main
+from convnext_roadmap.config.load import load_study
+from convnext_roadmap.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,7 @@ def test_corrupt_record_is_reported_and_left_alone(smoke_study, tmp_path):
 
 
 def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
-    from roadmap.training import RoadmapClassifier
+    from convnext_roadmap.train.module import RoadmapClassifier
     original = RoadmapClassifier.forward
 
     def nan_for_resnet(self, x):
@@ -180,8 +181,8 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
 
 
 def test_in_memory_batches_are_a_function_of_seed_epoch_and_batch():
-    from roadmap.config import TrainConfig
-    from roadmap.data import BatchAugment, InMemoryBatches
+    from convnext_roadmap.config.schema import TrainConfig
+    from convnext_roadmap.data.in_memory import BatchAugment, InMemoryBatches
     images = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(100)
     kwargs = dict(train=True, seed=3, resolution=32, mean=torch.tensor([0.5]), std=torch.tensor([0.5]),
@@ -209,7 +210,7 @@ def test_unwritable_results_directory(tmp_path):
 def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
     import errno
 
-    import roadmap.records
+    import convnext_roadmap.store.files
     out = tmp_path / "results"
     assert runner.main(["--preset", "smoke", "--steps", "0", "--out", str(out), "--plots", str(tmp_path / "p")]) == 0
     runs = out / "smoke" / "runs"
@@ -218,7 +219,7 @@ def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(roadmap.records.os, "fsync", no_space)
+    monkeypatch.setattr(convnext_roadmap.store.files.os, "fsync", no_space)
     code = runner.main(["--preset", "smoke", "--steps", "0-1", "--out", str(out), "--plots", str(tmp_path / "p")])
     assert code == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -228,7 +229,7 @@ def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
 
 
 def test_missing_data_lists_where_it_looked(tmp_path, monkeypatch):
-    import roadmap.datasets as data
+    import convnext_roadmap.data.registry as data
 
     def offline(*args, **kwargs):
         raise OSError("no network")
@@ -256,29 +257,30 @@ def test_a_named_data_dir_is_used_or_refused_never_replaced(tmp_path, state):
 
 
 def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_path):
-    from roadmap import study as study_mod
+    from convnext_roadmap.study import plan
+    from convnext_roadmap.train import precision
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     study = load_study("smoke")[0]
     hashes = {}
     for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
-        monkeypatch.setattr(study_mod, "cpu_has_native_bf16", lambda native=native: native)
-        assert study_mod.resolve_precision("auto") == expected
-        assert study_mod.resolve_precision("32-true") == "32-true"  # explicit wins
-        hashes[native] = study_mod.plan_runs(study, tmp_path)[0].hash
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert precision.resolve_precision("auto") == expected
+        assert precision.resolve_precision("32-true") == "32-true"  # explicit wins
+        hashes[native] = plan.plan_runs(study, tmp_path)[0].hash
     # a bf16 run and an fp32 run of the same config are different runs (different records)
     assert hashes[True] != hashes[False]
     # a GPU in the machine does not decide for a run forced onto the CPU, and a GPU study
     # planned where there is no GPU assumes a current one
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert study_mod.resolve_precision("auto", "cpu") == "32-true"
-    assert study_mod.resolve_precision("auto", "gpu") == "16-mixed"
+    assert precision.resolve_precision("auto", "cpu") == "32-true"
+    assert precision.resolve_precision("auto", "gpu") == "16-mixed"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert study_mod.resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert precision.resolve_precision("auto", "gpu") == "bf16-mixed"
 
 
 def test_records_say_which_precision_trained_them(tmp_path):
-    from roadmap.study import resolve_precision
+    from convnext_roadmap.train.precision import resolve_precision
     result = run_cli("--preset", "smoke", "--steps", "0", "--out", str(tmp_path / "r"), "--plots", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(next((tmp_path / "r" / "smoke" / "runs").glob("*.json")).read_text())
@@ -286,7 +288,7 @@ def test_records_say_which_precision_trained_them(tmp_path):
 
 
 def test_git_dirty_ignores_the_study_rewriting_its_own_records(tmp_path, monkeypatch):
-    from roadmap import records
+    from convnext_roadmap.store import records
     repo = tmp_path / "repo"
     (repo / "results" / "cpu" / "runs").mkdir(parents=True)
     (repo / "plots").mkdir()
@@ -306,9 +308,9 @@ def test_git_dirty_ignores_the_study_rewriting_its_own_records(tmp_path, monkeyp
 def test_compile_knob_compiles_in_place_and_keeps_checkpoint_keys():
     """`train.compile` wraps the network with torch.compile in place (compilation itself is
     lazy: an end-to-end compiled smoke run takes ~75 s on 2 cores, too long for the suite)."""
-    from roadmap.config import TrainConfig
-    from roadmap.study import run_payload
-    from roadmap.training import RoadmapClassifier
+    from convnext_roadmap.config.schema import TrainConfig
+    from convnext_roadmap.study.plan import run_payload
+    from convnext_roadmap.train.module import RoadmapClassifier
     plain = RoadmapClassifier("convnext_t", TrainConfig(width_mult=0.125), 10, 1)
     compiled = RoadmapClassifier("convnext_t", TrainConfig(width_mult=0.125, compile=True), 10, 1)
     assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from robust_helpers import cli, main_args, no_figures, records, same_numbers, tiny_study
 
 import runner
-from robust_helpers import cli, main_args, no_figures, records, same_numbers, tiny_study
 
 FINAL_STEP = 32  # the tiny study: 16 batches x 2 epochs
 
@@ -58,7 +58,8 @@ def test_signal_during_the_final_checkpoint_write(tiny_reference, tmp_path, monk
 
 @pytest.mark.parametrize("window", ["after the final checkpoint", "before the record"])
 def test_signal_between_the_final_checkpoint_and_the_record(tiny_reference, tmp_path, monkeypatch, capsys, window):
-    from roadmap import checkpoints, study
+    from convnext_roadmap.train import checkpoints
+    from convnext_roadmap.train import run as study
     no_figures(monkeypatch)
     if window == "after the final checkpoint":
         original = checkpoints.EpochEndCheckpoint.on_train_epoch_end
@@ -82,7 +83,7 @@ def test_signal_between_the_final_checkpoint_and_the_record(tiny_reference, tmp_
 
 def test_signal_while_planning(tiny_reference, tmp_path, monkeypatch, capsys):
     """Before: SIGTERM outside trainer.fit killed the runner (exit 143, no message)."""
-    from roadmap import study
+    from convnext_roadmap.study import plan as study
     no_figures(monkeypatch)
     real_plan = study.plan_runs
 
@@ -129,7 +130,7 @@ def test_signal_from_outside_before_training(tmp_path, sig):
 def test_a_signal_ignored_by_the_parent_stays_ignored():
     """A shell starts background jobs with SIGINT ignored (Ctrl-C in the terminal spares
     them); the runner leaves it so, as Python does, and takes over the other stop signals."""
-    from roadmap import signals
+    from convnext_roadmap import signals
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         signals.install()

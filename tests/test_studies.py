@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from convnext_steps import get_step
-from roadmap.config import load_study
-from roadmap.definitions import study_steps
-from roadmap.parallel import cpu_cores
-from roadmap.study import study_runs
 from cli import run_cli
+
+from convnext_roadmap.config.define import study_steps
+from convnext_roadmap.config.load import load_study
+from convnext_roadmap.study.parallel import cpu_cores
+from convnext_roadmap.study.plan import study_runs
+from convnext_steps import get_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def test_dry_run_says_how_many_seeds_resolve_a_delta(tmp_path):
 def test_explicit_jobs_keep_their_thread_share_when_one_run_is_left():
     """`--jobs 2` resumed with one run to do: one job, but on the share of the cores `--jobs 2`
     gave every run (before: every core, so other bits than the runs trained beside it)."""
-    from roadmap.parallel import resolve_jobs
+    from convnext_roadmap.study.parallel import resolve_jobs
     share = max(1, cpu_cores() // 2)
     assert resolve_jobs("2", None, [], runs_todo=1, on_gpu=False, world_size=1) == (1, share)
     assert resolve_jobs("2", None, [], runs_todo=5, on_gpu=False, world_size=1) == (2, share)

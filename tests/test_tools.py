@@ -115,8 +115,8 @@ def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
     from_yaml = run_cli("--config", str(config), "--dry-run", "--out", str(out))
     assert from_yaml.returncode == 0 and "2 done" in from_yaml.stdout, from_yaml.stdout + from_yaml.stderr
 
-    from roadmap.config import load_study
-    from roadmap.overrides import parse_set
+    from convnext_roadmap.config.load import load_study
+    from convnext_roadmap.config.overrides import parse_set
     study, _ = load_study("smoke", config, parse_set(["train.lr=3e-4", "seeds=[2, 3]", "train.val_subset=null",
                                                      "train.betas=[0.9, 0.95]"]))
     assert study.train.lr == 3e-4 and study.seeds == [2, 3] and study.train.betas == [0.9, 0.95]
@@ -135,10 +135,12 @@ def test_bad_set_is_one_line(item, words, tmp_path):
 
 
 def test_readme_documents_every_train_key():
-    """README's table of train.* keys: every TrainConfig field, once, with its true default
-    and whether it enters the config hash."""
-    from roadmap.config import NOT_IN_HASH, TrainConfig, parse_yaml
-    readme = (ROOT / "README.md").read_text()
+    """docs/studies.md's table of train.* keys: every TrainConfig field, once, with its true
+    default and whether it enters the config hash."""
+    from convnext_roadmap.config.identity import NOT_IN_HASH
+    from convnext_roadmap.config.schema import TrainConfig
+    from convnext_roadmap.config.yaml_io import parse_yaml
+    readme = (ROOT / "docs" / "studies.md").read_text()
     rows = re.findall(r"^\| `train\.(\w+)` \| `([^`]*)` \| (yes|no) \| (.+) \|$", readme, re.M)
     names = [name for name, *_ in rows]
     expected = [f.name for f in fields(TrainConfig)]
@@ -164,8 +166,8 @@ def test_evaluate_reproduces_the_recorded_top1(tracked):
 
 
 def test_weights_are_kept_per_config_and_load_run_rebuilds_the_model(tracked):
-    from roadmap import load_run
-    from roadmap.training import RoadmapClassifier
+    from convnext_roadmap.train.module import RoadmapClassifier
+    from convnext_roadmap.train.weights import load_run
     out, _ = tracked
     study_dir = out / "smoke"
     record = record_of(study_dir, "resnet50__seed0")
@@ -186,8 +188,8 @@ def test_weights_are_kept_per_config_and_load_run_rebuilds_the_model(tracked):
 
 
 def test_a_step_defined_in_a_study_is_rebuilt_from_its_saved_spec(tmp_path):
-    from roadmap import load_run
-    from roadmap.training import RoadmapClassifier
+    from convnext_roadmap.train.module import RoadmapClassifier
+    from convnext_roadmap.train.weights import load_run
     config = tmp_path / "defined.yaml"
     config.write_text("preset: smoke\nname: defined\nsteps: [convnext_t_bn]\ndefine:\n"
                       "  - slug: convnext_t_bn\n    parent: convnext_t\n    change: {norm: batch}\n")
@@ -258,7 +260,8 @@ def test_pretrained_run_starts_from_a_weights_file_in_torch_home(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     record = record_of(tmp_path / "r" / "smoke", "resnet50__seed0")
     assert record["config"]["pretrained"] == "torchvision" and record["status"] == "done"
-    from roadmap.config import load_study, result_relevant
+    from convnext_roadmap.config.identity import result_relevant
+    from convnext_roadmap.config.load import load_study
     study = load_study("smoke")[0]
     assert "pretrained" not in result_relevant(study.train), "unset, it leaves earlier hashes alone"
     study.train.pretrained = "torchvision"
@@ -268,8 +271,8 @@ def test_pretrained_run_starts_from_a_weights_file_in_torch_home(tmp_path):
 def test_load_pretrained_sums_the_stem_and_keeps_a_new_head():
     import torchvision
 
+    from convnext_roadmap.train.weights import load_pretrained
     from convnext_steps import build_model
-    from roadmap.weights import load_pretrained
     theirs = torchvision.models.convnext_tiny().state_dict()
     model = build_model("convnext_t", num_classes=10, in_chans=1)
     head = model.fc.weight.detach().clone()
@@ -321,12 +324,13 @@ def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp
 
 
 def test_compare_pairs_by_seed_only_when_both_studies_ran_the_same_seeds():
+    from helpers import record
     from scipy import stats
 
-    from roadmap.compare import comparison_table
+    from convnext_roadmap.report.compare import comparison_table
 
     def runs(values, seeds):
-        return [{"step": "convnext_t", "step_index": 15, "seed": s, "top1": v} for s, v in zip(seeds, values)]
+        return [record(step="convnext_t", step_index=15, seed=s, top1=v) for s, v in zip(seeds, values)]
     a, b = [80.0, 82.0, 81.0], [80.5, 82.4, 81.7]
     paired = comparison_table({"a": runs(a, [0, 1, 2]), "b": runs(b, [0, 1, 2])}).iloc[0]
     assert paired["b_minus_a_test"] == "paired"

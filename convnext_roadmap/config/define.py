@@ -12,16 +12,26 @@ itself (`define:` in its YAML), each a parent, a change and optionally a recipe 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from convnext_steps import (
+    Step,
+    StepError,
+    apply_readings,
+    builtin_slugs,
+    derive_step,
+    get_step,
+    list_roadmaps,
+    resolve_steps,
+)
 from convnext_steps.step import check_buildable
-from convnext_steps import (Step, StepError, apply_readings, builtin_slugs, derive_step, get_step, list_roadmaps,
-                            resolve_steps)
 
-from .config import ConfigError, TrainConfig
+from ..errors import ConfigError
+from .schema import TrainConfig, from_dict, merge
 
 if TYPE_CHECKING:
-    from .config import StudyConfig
+    from .schema import StudyConfig
 
 DEFINE_KEYS = ("slug", "parent", "label", "change", "train", "sweep", "phase", "description")
 # A step's own recipe may change how it is trained, not what it is trained on or where.
@@ -122,3 +132,10 @@ def study_steps(study: StudyConfig) -> list[Step]:
         return [apply_readings(step, study.readings) for step in steps]
     except StepError as error:
         raise ConfigError(f"readings: {error}") from None
+
+
+def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
+    """The recipe one step trains with: the study's, with the step's own `train:` keys over it."""
+    if not step.train:
+        return study.train
+    return from_dict(TrainConfig, merge(asdict(study.train), dict(step.train)), f"define[{step.slug}].train.")

@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, merge, parse_yaml
+from ..errors import ConfigError
+from .schema import merge
+from .yaml_io import parse_yaml
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:

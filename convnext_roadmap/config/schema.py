@@ -1,32 +1,25 @@
-"""Studies and training presets: dataclasses filled from YAML, validated strictly.
+"""A study and its training recipe as dataclasses, each field checked as it is read.
 
-A preset (`ablations/<name>.yaml`) is a whole study: its steps, seeds and training recipe.
-A user's `--config FILE.yaml` has the same keys and is layered over a preset (its own
-`preset:` key, or `--preset`); command-line overrides come last.
+`StudyConfig` is what a study YAML holds (ablations/*.yaml, or a user's `--config`);
+`TrainConfig` its `train:` block, the recipe of every run. `from_dict` types a mapping into
+them and names the key of any mistake. Loading, layering and checking a whole study (its
+steps, budgets) is config/load.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
-
-import yaml
 
 from convnext_steps.typecheck import matches, type_text
 
-ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "ablations"
+from ..errors import ConfigError
+
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
 PRETRAINED = ("torchvision",)  # where `train.pretrained` takes a step's starting weights from
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; its message says what to change."""
 
 
 @dataclass
@@ -57,7 +50,6 @@ class TrainConfig:
     crop_padding: int = 4  # in-memory data sets: random crop after zero padding
     hflip: bool = True
     drop_path_rate: float = 0.0
-    layer_scale_init: float | None = None  # None: each step's own (1e-6 at ConvNeXt-T only)
     ema_decay: float | None = None  # None: no EMA, as in the roadmap
     train_subset: int | None = None  # first N of a fixed random permutation (None: all)
     val_subset: int | None = None
@@ -71,8 +63,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16-mixed on a bf16 GPU or CPU, else 16-mixed (GPU) / 32-true; or a Lightning value
     channels_last: bool = True
     # torch.compile the network (in place: checkpoints keep their keys). Pays back only over long
-    # runs: on the development CPU compiling took longer than a whole default-study run
-    # (benchmarks/compile_payback.py), so it is on in the GPU presets only.
+    # runs (benchmarks/compile_payback.py), so it is on in the GPU presets only.
     compile: bool = False
     num_workers: int = 0  # DataLoader workers (image-folder data sets only)
     checkpoint_every_s: int = 60  # also at the end of each epoch
@@ -81,11 +72,11 @@ class TrainConfig:
     strategy: str = "auto"
     accelerator: str = "auto"
     # Start from ImageNet weights instead of random ones: `torchvision` (steps 0 and 15 only,
-    # width_mult 1; see roadmap/weights.py). Enters the config hash only when set.
+    # width_mult 1; see train/weights.py). Enters the config hash only when set.
     pretrained: str | None = None
 
     def check(self) -> None:
-        from .datasets import DATASETS
+        from ..data.registry import DATASETS
         if self.dataset not in DATASETS:
             raise ConfigError(f"train.dataset: {self.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
         for item in fields(self):  # nan and inf pass every comparison below: refuse them first
@@ -166,7 +157,7 @@ class StudyConfig:
     # schedule fitted to it (fit_to_budget). None: the recipe's own `train.epochs` only.
     budgets: list[int] | None = None
     # Steps of the study's own: each a mapping with slug, parent, change (NetSpec fields), and
-    # optionally label, train (this step's recipe), sweep, phase (roadmap/definitions.py).
+    # optionally label, train (this step's recipe), sweep, phase (config/define.py).
     define: list[dict[str, Any]] = field(default_factory=list)
     # The paper's ambiguities, each read one way for every step (convnext_steps.READINGS):
     # layer_scale: last_step | every_step; init: trunc_normal | pytorch_default;
@@ -188,63 +179,6 @@ class StudyConfig:
             # Lightning's seed_everything raises on a seed out of numpy's range (a traceback mid-study)
             raise ConfigError(f"seeds: each must be below 2**32 = {MAX_SEED}, got {max(self.seeds)}")
         self.train.check()
-        check_budgets(self.budgets)
-        from .definitions import study_steps
-        for step in study_steps(self):  # every step resolves, builds and has a valid recipe
-            if self.budgets and "epochs" in step.train:
-                raise ConfigError(f"define[{step.slug}].train.epochs: a study with budgets trains every step for "
-                                  "each budget; leave epochs out of the step's recipe")
-            for budget in study_budgets(self):
-                fit_to_budget(run_train_config(self, step), budget).check()
-
-
-def check_budgets(budgets: Any, where: str = "budgets") -> None:
-    """Budgets are a non-empty list of distinct whole numbers of epochs, or null."""
-    if budgets is None:
-        return
-    example = "e.g. [1, 3, 10]"
-    if not isinstance(budgets, list) or not budgets:
-        raise ConfigError(f"{where}: {budgets!r} must be a non-empty list of epochs, {example}, or null")
-    for budget in budgets:
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-            raise ConfigError(f"{where}: {budget!r} is not a number of epochs; give whole epochs, {example}")
-        if budget != int(budget):
-            raise ConfigError(f"{where}: {budget!r} is a fraction of an epoch; budgets are whole epochs, {example}")
-        if budget < 1:
-            raise ConfigError(f"{where}: {budget!r} must be at least 1 epoch, {example}")
-    if len(set(budgets)) != len(budgets):
-        twice = sorted({b for b in budgets if budgets.count(b) > 1})
-        raise ConfigError(f"{where}: {', '.join(map(str, twice))} given twice; list each budget once, {example}")
-
-
-# A budget other than the recipe's own validates twice per epoch, the checks before the last on this
-# many images (TrainConfig.curve_val_images): under 5% of the run's multiply-adds at every budget
-# of the default data (10k validation images, 60k training images; docs/budget.md).
-BUDGET_VAL_CHECKS_PER_EPOCH = 2
-BUDGET_CURVE_VAL_IMAGES = 1000
-
-
-def fit_to_budget(train: TrainConfig, epochs: int) -> TrainConfig:
-    """The recipe fitted to a budget of `epochs`: warmup keeps its share of the run and the
-    cosine spans the whole of it (the paper: 20 of 300 epochs), as Budgeted Training (Li et al.
-    2019) asks of a schedule. The recipe's own number of epochs returns the recipe unchanged, so
-    its runs keep their config hashes."""
-    if epochs == train.epochs:
-        return train
-    return replace(train, epochs=epochs, warmup_epochs=round(train.warmup_epochs * epochs / train.epochs, 9),
-                   val_checks_per_epoch=BUDGET_VAL_CHECKS_PER_EPOCH, curve_val_images=BUDGET_CURVE_VAL_IMAGES)
-
-
-def study_budgets(study: StudyConfig) -> list[int]:
-    """The study's budgets in epochs, smallest first (the recipe's own epochs when none are set)."""
-    return sorted(int(b) for b in study.budgets) if study.budgets else [study.train.epochs]
-
-
-def run_train_config(study: StudyConfig, step: Any) -> TrainConfig:
-    """The recipe one step trains with: the study's, with the step's own `train:` keys over it."""
-    if not step.train:
-        return study.train
-    return from_dict(TrainConfig, _merge(asdict(study.train), dict(step.train)), f"define[{step.slug}].train.")
 
 
 MAX_SEED = 2**32
@@ -260,7 +194,10 @@ def check_study_name(name: Any, where: str) -> None:
 
 def lightning_choices() -> tuple[list[str], list[str], list[str]]:
     """The precision, accelerator and strategy names Lightning takes ("auto" first)."""
-    from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    from lightning_fabric.plugins.precision.precision import (
+        _PRECISION_INPUT_STR,
+        _PRECISION_INPUT_STR_ALIAS,
+    )
     from pytorch_lightning.accelerators import AcceleratorRegistry
     from pytorch_lightning.strategies import StrategyRegistry
     precisions = ["auto", *typing.get_args(_PRECISION_INPUT_STR), *typing.get_args(_PRECISION_INPUT_STR_ALIAS)]
@@ -268,6 +205,11 @@ def lightning_choices() -> tuple[list[str], list[str], list[str]]:
     return precisions, accelerators, ["auto", *StrategyRegistry.available_strategies()]
 
 
+# Keys a TrainConfig once had, with the value that meant "not set": the configs kept in records
+# and checkpoints of earlier versions hold them. Layer scale is the architecture's (NetSpec).
+RETIRED = {TrainConfig: {"layer_scale_init": (None, "layer scale is part of a step's architecture now: set it "
+                                                  "with a define: step's change: {layer_scale_init: X}, or with "
+                                                  "readings: {layer_scale: every_step}")}}
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
@@ -280,6 +222,11 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         path = f"{where}{key}"
+        if key in RETIRED.get(cls, {}):
+            unset, advice = RETIRED[cls][key]
+            if value == unset:
+                continue
+            raise ConfigError(f"{path} is no longer a recipe key: {advice}")
         if key not in names:
             raise ConfigError(f"unknown key {path!r}; allowed: {', '.join(names)}")
         annotation = hints[key]
@@ -293,138 +240,12 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
-class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats: `1e-3` and `2E5` are numbers (YAML 1.1,
-    which PyYAML follows, needs a dot, `1.0e-3`, and reads `1e-3` as a string)."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                 |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-                 |[-+]?\.(?:inf|Inf|INF)
-                 |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def parse_yaml(text: str) -> Any:
-    """YAML text as Python values, with YamlLoader (floats like `1e-3` included)."""
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a directory; pass a study YAML file")
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{at}: fix the syntax") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a YAML mapping of study keys")
-    return data
-
-
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml"))
-
-
-def preset_path(name: str) -> Path:
-    path = ABLATIONS_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
-    return path
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A mapping layered over another, nested mappings key by key."""
     merged = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
-
-
-def _preset_layers(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """A preset's YAML and, first, those of the presets it is layered over (its `preset:`)."""
-    if name in seen:
-        raise ConfigError(f"preset {name!r} is layered over itself: {' -> '.join((*seen, name))}")
-    data = read_yaml(preset_path(name))
-    base = data.pop("preset", None)
-    if base is None:
-        return [data]
-    if not isinstance(base, str):
-        raise ConfigError(f"{preset_path(name)}: preset must be a name, one of {', '.join(list_presets())}")
-    return _preset_layers(base, (*seen, name)) + [data]
-
-
-merge = _merge  # a mapping layered over another, nested mappings key by key
-
-
-def load_study(preset: str, config_file: Path | None = None,
-               overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, str]:
-    """The resolved study and the preset it was layered on. A YAML file (a user's, or a
-    preset that is itself a question over another, like ablations/leave_one_out.yaml) names
-    its base with `preset:`; command-line overrides come last."""
-    layers: list[dict[str, Any]] = []
-    if config_file is not None:
-        user = read_yaml(config_file)
-        preset = user.pop("preset", preset)
-        if not isinstance(preset, str):
-            raise ConfigError(f"{config_file}: preset must be a name, one of {', '.join(list_presets())}")
-        layers.append(user)
-    data: dict[str, Any] = {}
-    for layer in _preset_layers(preset) + layers + [overrides or {}]:
-        data = _merge(data, layer)
-    check_budgets(data.get("budgets"))  # before typing: a fraction gets its own message
-    study = from_dict(StudyConfig, data)
-    study.check()
-    return study, preset
-
-
-def config_hash(payload: dict[str, Any]) -> str:
-    """A short stable hash of what determines a run's result."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def non_default(instance: Any) -> dict[str, Any]:
-    """A dataclass's fields that differ from their defaults. What identifies a run is what
-    differs from the defaults, so that a new knob (added with a default that changes
-    nothing) keeps every earlier record; changing a default's meaning bumps
-    records.RECORD_VERSION instead."""
-    values = asdict(instance)
-    changed = {}
-    for f in fields(instance):
-        if f.default is not MISSING:
-            default = f.default
-        elif f.default_factory is not MISSING:
-            default = f.default_factory()
-        else:  # no default: always part of the identity
-            changed[f.name] = values[f.name]
-            continue
-        default = asdict(default) if is_dataclass(default) else default
-        if values[f.name] != (list(default) if isinstance(default, tuple) and isinstance(values[f.name], list)
-                              else default):
-            changed[f.name] = values[f.name]
-    return changed
-
-
-def result_relevant(train: TrainConfig) -> dict[str, Any]:
-    """The training settings that change a run's numbers and are not at their default (not
-    where data lives, how many loader workers or how often checkpoints are written)."""
-    return {k: v for k, v in non_default(train).items() if k not in NOT_IN_HASH}
-
-
-# Settings that do not change a run's numbers: where data lives, loader workers, how often
-# checkpoints are written, the hardware a run is spread over, compilation.
-NOT_IN_HASH = frozenset({"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
-                         "accelerator", "compile"})

@@ -1,4 +1,6 @@
-"""Image-folder loading that resumes exactly, as the in-memory path does.
+"""Image folders (Imagenette, ImageNet: `train/<class>/*`, `val/<class>/*`) as a
+LightningDataModule, with torchvision's datasets, transforms and DataLoader, resuming
+exactly as the in-memory path does.
 
 A plain shuffled DataLoader restarts its epoch order on resume, so an ImageNet job pre-empted
 mid-epoch trained on another sequence and repeated data; and per-sample augmentation drew
@@ -15,12 +17,23 @@ from each worker's RNG, whose state depends on which worker had loaded what befo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import datasets
+from torchvision.transforms import v2
 
-from .data import run_seed
+from ..errors import DataError
+from .in_memory import curve_indices
+from .seeding import derive_seed
+
+if TYPE_CHECKING:
+    from ..config.schema import TrainConfig
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class ResumableSampler(Sampler):
@@ -34,7 +47,7 @@ class ResumableSampler(Sampler):
         self.consumed = 0  # batches of this epoch trained on (DeterministicResume keeps it)
 
     def _indices(self) -> torch.Tensor:
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(run_seed(self.seed, self.epoch)))
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(derive_seed(self.seed, self.epoch)))
         per_rank = self.size // self.world
         return order[self.rank * per_rank: (self.rank + 1) * per_rank]
 
@@ -95,7 +108,7 @@ class SeededSamples(Dataset):
         index, epoch = key
         image, label = self.dataset[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(run_seed(self.seed, epoch, index, 3))
+            torch.manual_seed(derive_seed(self.seed, epoch, index, 3))
             return self.transform(image), label
 
 
@@ -116,3 +129,84 @@ class ResumableLoader(DataLoader):
     @consumed.setter
     def consumed(self, value: int) -> None:
         self.sampler.consumed = value
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """ImageNet-style folders (`train/<class>/*.JPEG`, `val/<class>/*.JPEG`) with the paper's
+    per-sample augmentation in DataLoader workers. Resumes exactly, like the in-memory path:
+    the batch order is a function of (seed, epoch), each sample's augmentation a function of
+    (seed, epoch, index), and the position in the epoch is saved in checkpoints
+    (the samplers above). train_subset/val_subset and hflip are honoured; crop_padding does
+    not apply (TrainConfig.check refuses a value other than its default)."""
+
+    def __init__(self, cfg: TrainConfig, seed: int) -> None:
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        root = Path(cfg.data_dir or "")
+        if not cfg.data_dir or not (root / "train").is_dir() or not (root / "val").is_dir():
+            raise DataError(f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ "
+                            "class sub-folders (ImageNet or Imagenette layout); pass --data-dir")
+        r = cfg.resolution
+        train_ops: list[Any] = [v2.RandomResizedCrop(r, antialias=True)]
+        if cfg.hflip:
+            train_ops.append(v2.RandomHorizontalFlip())
+        if cfg.randaugment_ops:
+            train_ops.append(v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude))
+        train_ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        if cfg.random_erasing:
+            train_ops.append(v2.RandomErasing(cfg.random_erasing))
+        val_ops = [v2.Resize(int(r / 0.875), antialias=True), v2.CenterCrop(r), v2.ToImage(),
+                   v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        self.train_transform = v2.Compose(train_ops)
+        self.train_set = self._subset(datasets.ImageFolder(str(root / "train")), cfg.train_subset)
+        self.val_set = self._subset(datasets.ImageFolder(str(root / "val"), v2.Compose(val_ops)), cfg.val_subset)
+        self.num_classes = len(self.train_set.dataset.classes)
+        self.in_chans = 3
+        # Set by the runner from a checkpoint before fit (as InMemoryDataModule's).
+        self.resume_loader_state: dict[str, int] | None = None
+
+    @staticmethod
+    def _subset(dataset: datasets.ImageFolder, limit: int | None) -> torch.utils.data.Subset:
+        """The first `limit` images of a fixed random permutation (the same for every seed),
+        as the in-memory data sets' subsets."""
+        order = torch.arange(len(dataset))
+        if limit is not None and limit < len(dataset):
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(4321))[:limit]
+        return torch.utils.data.Subset(dataset, order.tolist())
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_set)
+
+    @property
+    def num_val(self) -> int:
+        return len(self.val_set)
+
+    def _shard(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = self.cfg.num_workers
+        return {"batch_size": self.cfg.batch_size, "num_workers": workers, "pin_memory": torch.cuda.is_available(),
+                "persistent_workers": workers > 0}
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = ResumableSampler(len(self.train_set), self.cfg.batch_size, self.seed, self._shard())
+        if self.resume_loader_state:
+            sampler.load_state_dict(self.resume_loader_state)
+            self.resume_loader_state = None
+        return ResumableLoader(SeededSamples(self.train_set, self.train_transform, self.seed), sampler=sampler,
+                               drop_last=True, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        """The checks during training: the whole validation set, or its curve subset."""
+        keep = curve_indices(len(self.val_set), self.cfg.curve_val_images)
+        return self._val_loader(self.val_set if keep is None else torch.utils.data.Subset(self.val_set, keep.tolist()))
+
+    def final_val_dataloader(self) -> DataLoader:
+        """The run's last check: the whole validation set."""
+        return self._val_loader(self.val_set)
+
+    def _val_loader(self, dataset: Any) -> DataLoader:
+        return DataLoader(dataset, sampler=ShardSampler(len(dataset), self._shard()), **self._loader_kwargs())

@@ -1,38 +1,25 @@
-"""Data sets as LightningDataModules.
+"""In-memory data sets (Fashion-MNIST, CIFAR, synthetic) as a LightningDataModule.
 
-Small data sets (Fashion-MNIST, CIFAR, synthetic) live in memory as uint8 tensors and are
-augmented a whole batch at a time, so the CPU trains the model instead of running a
-per-sample DataLoader. Batch order and augmentation are a function of (seed, epoch, batch),
-so an interrupted run resumes with exactly the batches it would have seen.
-Image folders (Imagenette, ImageNet) use torchvision's datasets, transforms and DataLoader.
+They live in memory as uint8 tensors and are augmented a whole batch at a time, so the CPU
+trains the model instead of running a per-sample DataLoader. Batch order and augmentation
+are a function of (seed, epoch, batch), so an interrupted run resumes with exactly the
+batches it would have seen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torchvision import datasets
 from torchvision.transforms import v2
 
-from .config import TrainConfig
-from .datasets import DataError, dataset_info, load_splits
+from .seeding import derive_seed
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def run_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (seed, epoch, batch, ...)."""
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value ^ (int(part) + 0x632BE59BD9B4E019 + (value << 6) + (value >> 2))) & (2**63 - 1)
-    return value
-
+if TYPE_CHECKING:
+    from ..config.schema import TrainConfig
 
 # ------------------------------------------------------------------------- in-memory batches
 
@@ -111,7 +98,7 @@ class InMemoryBatches:
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
         if self.train:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(run_seed(self.seed, self.epoch)))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, self.epoch)))
         else:
             order = torch.arange(n)
         per_rank = n // self.world if self.train else -(-n // self.world)
@@ -142,7 +129,7 @@ class InMemoryBatches:
         start, self.start_batch = self.start_batch, 0
         for b in range(start, batches):
             chosen = indices[b * self.batch_size: (b + 1) * self.batch_size]
-            generator = (torch.Generator().manual_seed(run_seed(self.seed, self.epoch, b, 1))
+            generator = (torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, b, 1))
                          if self.train else None)
             yield self._prepare(self.images[chosen], generator), self.labels[chosen]
 
@@ -222,94 +209,3 @@ class InMemoryDataModule(pl.LightningDataModule):
         return InMemoryBatches(images, labels, max(self.cfg.batch_size, 256), train=False, seed=self.seed,
                                resolution=self.cfg.resolution, mean=self.mean, std=self.std,
                                channels_last=self.cfg.channels_last, shard=self._shard())
-
-
-class ImageFolderDataModule(pl.LightningDataModule):
-    """ImageNet-style folders (`train/<class>/*.JPEG`, `val/<class>/*.JPEG`) with the paper's
-    per-sample augmentation in DataLoader workers. Resumes exactly, like the in-memory path:
-    the batch order is a function of (seed, epoch), each sample's augmentation a function of
-    (seed, epoch, index), and the position in the epoch is saved in checkpoints
-    (roadmap/sampler.py). train_subset/val_subset and hflip are honoured; crop_padding does
-    not apply (TrainConfig.check refuses a value other than its default)."""
-
-    def __init__(self, cfg: TrainConfig, seed: int) -> None:
-        super().__init__()
-        self.cfg, self.seed = cfg, seed
-        root = Path(cfg.data_dir or "")
-        if not cfg.data_dir or not (root / "train").is_dir() or not (root / "val").is_dir():
-            raise DataError(f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ "
-                            "class sub-folders (ImageNet or Imagenette layout); pass --data-dir")
-        r = cfg.resolution
-        train_ops: list[Any] = [v2.RandomResizedCrop(r, antialias=True)]
-        if cfg.hflip:
-            train_ops.append(v2.RandomHorizontalFlip())
-        if cfg.randaugment_ops:
-            train_ops.append(v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude))
-        train_ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        if cfg.random_erasing:
-            train_ops.append(v2.RandomErasing(cfg.random_erasing))
-        val_ops = [v2.Resize(int(r / 0.875), antialias=True), v2.CenterCrop(r), v2.ToImage(),
-                   v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        self.train_transform = v2.Compose(train_ops)
-        self.train_set = self._subset(datasets.ImageFolder(str(root / "train")), cfg.train_subset)
-        self.val_set = self._subset(datasets.ImageFolder(str(root / "val"), v2.Compose(val_ops)), cfg.val_subset)
-        self.num_classes = len(self.train_set.dataset.classes)
-        self.in_chans = 3
-        # Set by the runner from a checkpoint before fit (as InMemoryDataModule's).
-        self.resume_loader_state: dict[str, int] | None = None
-
-    @staticmethod
-    def _subset(dataset: datasets.ImageFolder, limit: int | None) -> torch.utils.data.Subset:
-        """The first `limit` images of a fixed random permutation (the same for every seed),
-        as the in-memory data sets' subsets."""
-        order = torch.arange(len(dataset))
-        if limit is not None and limit < len(dataset):
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(4321))[:limit]
-        return torch.utils.data.Subset(dataset, order.tolist())
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_set)
-
-    @property
-    def num_val(self) -> int:
-        return len(self.val_set)
-
-    def _shard(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def _loader_kwargs(self) -> dict[str, Any]:
-        workers = self.cfg.num_workers
-        return {"batch_size": self.cfg.batch_size, "num_workers": workers, "pin_memory": torch.cuda.is_available(),
-                "persistent_workers": workers > 0}
-
-    def train_dataloader(self) -> DataLoader:
-        from .sampler import ResumableLoader, ResumableSampler, SeededSamples
-        sampler = ResumableSampler(len(self.train_set), self.cfg.batch_size, self.seed, self._shard())
-        if self.resume_loader_state:
-            sampler.load_state_dict(self.resume_loader_state)
-            self.resume_loader_state = None
-        return ResumableLoader(SeededSamples(self.train_set, self.train_transform, self.seed), sampler=sampler,
-                               drop_last=True, **self._loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        """The checks during training: the whole validation set, or its curve subset."""
-        keep = curve_indices(len(self.val_set), self.cfg.curve_val_images)
-        return self._val_loader(self.val_set if keep is None else torch.utils.data.Subset(self.val_set, keep.tolist()))
-
-    def final_val_dataloader(self) -> DataLoader:
-        """The run's last check: the whole validation set."""
-        return self._val_loader(self.val_set)
-
-    def _val_loader(self, dataset: Any) -> DataLoader:
-        from .sampler import ShardSampler
-        return DataLoader(dataset, sampler=ShardSampler(len(dataset), self._shard()), **self._loader_kwargs())
-
-
-def make_datamodule(cfg: TrainConfig, seed: int) -> InMemoryDataModule | ImageFolderDataModule:
-    """The data of one run; an in-memory data set is decoded once per study (load_splits)."""
-    info = dataset_info(cfg.dataset)
-    if not info.in_memory:
-        return ImageFolderDataModule(cfg, seed)
-    return InMemoryDataModule(cfg, seed, load_splits(cfg), info.num_classes)

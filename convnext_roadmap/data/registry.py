@@ -2,7 +2,7 @@
 (classes, channels, sizes) and its loader. Every other module asks this registry.
 
 In-memory data sets (Fashion-MNIST, CIFAR, synthetic) load as uint8 tensors; image folders
-(Imagenette, ImageNet) are read by roadmap.data's ImageFolderDataModule.
+(Imagenette, ImageNet) are read by data/image_folder.py.
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets
 
+from ..errors import DataError
+
 if TYPE_CHECKING:
-    from .config import TrainConfig
+    from ..config.schema import TrainConfig
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
-
-
-class DataError(RuntimeError):
-    """Data that cannot be found or read; the message says where we looked and what to do."""
 
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -6,12 +6,12 @@ its current config and what its steps are. This package never trains anything: i
 those records (and the Lightning ``metrics.csv`` each one points to), so the report can be
 rebuilt at any time and always agrees with the records.
 
-    from roadmap.report import draw_figures, write_tables
+    from convnext_roadmap.report import draw_figures, write_tables
     frame = write_tables(Path("results/cpu"))          # results.csv, runs.csv, results.md
     draw_figures(Path("results/cpu"), Path("plots/cpu"))
 
 Modules: stats (paired deltas, scipy), summary (one row per step), tables, and the figures
-(roadmap_figure, scatter, curves; style holds what they share).
+(figures/: roadmap, scatter, curves; style holds what they share), compare (studies side by side), listing (the roadmap before training).
 """
 
 from __future__ import annotations
@@ -23,14 +23,25 @@ import pandas as pd
 
 from convnext_steps import list_roadmaps, list_steps
 
-from ..records import read_manifest
-from .curves import draw_curves, metrics_csv, val_curve
-from .roadmap_figure import draw_roadmap
-from .scatter import draw_scatter
+from ..store.manifest import read_manifest
+from .budget import budget_table
+from .figures.budget import draw_budget
+from .figures.curves import draw_curves, metrics_csv, val_curve
+from .figures.roadmap import draw_roadmap
+from .figures.scatter import draw_scatter
+from .figures.style import STYLE, save, study_description
 from .stats import paired_delta, prob_improvement, seeds_to_resolve
-from .style import STYLE, save, study_description
-from .summary import (RUN_COLUMNS, SUMMARY_COLUMNS, load_records, runs_table, seed_guidance, study_steps, summarize,
-                      summary_line)
+from .summary import (
+    RUN_COLUMNS,
+    SUMMARY_COLUMNS,
+    load_records,
+    runs_table,
+    seed_guidance,
+    study_budgets,
+    study_steps,
+    summarize,
+    summary_line,
+)
 from .tables import markdown_table, write_tables
 
 __all__ = ["SUMMARY_COLUMNS", "RUN_COLUMNS", "FIGURE_NAMES", "load_records", "study_steps", "summarize",
@@ -56,36 +67,58 @@ def figure_title(study_dir: Path, frame: pd.DataFrame) -> str:
 def draw_figures(study_dir: Path, plots_dir: Path) -> list[Path]:
     """Draw the study's figures into plots_dir (atomically) and return the written paths:
     roadmap.png/.svg always (unrun steps say so), then, when runs have finished,
-    accuracy_vs_gmacs.png, accuracy_vs_throughput.png and curves.png."""
+    accuracy_vs_gmacs.png, accuracy_vs_throughput.png and curves.png. A study of several
+    budgets draws each of them per budget (`roadmap_<b>ep.png`, ...) and budget.png."""
     study_dir, plots_dir = Path(study_dir), Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     records = load_records(study_dir)
-    frame = summarize(records, study_steps(study_dir, records))
-    subtitle = study_description(records)
+    steps = study_steps(study_dir, records)
+    budgets = study_budgets(study_dir, records)
+    frame = summarize(records, steps, budgets)
     written: list[Path] = []
     with mpl.rc_context(STYLE):
-        fig = draw_roadmap(frame, records, figure_title(study_dir, frame), subtitle + "\n" + summary_line(frame))
-        written += [save(fig, plots_dir / "roadmap.png"), save(fig, plots_dir / "roadmap.svg")]
-        if not (frame["status"] == "done").any():
-            return written
-        for xcol, xlabel, name, heading in (
-                ("gmacs_224", "GMACs at 224 × 224 px, width ×1 (multiply-adds, ×10⁹)", "accuracy_vs_gmacs.png",
-                 "Accuracy vs compute"),
-                ("train_throughput", "measured training throughput (images / s)", "accuracy_vs_throughput.png",
-                 "Accuracy vs training speed")):
-            if frame.loc[frame["status"] == "done", xcol].notna().any():
-                written.append(save(draw_scatter(frame, xcol, xlabel, heading, subtitle), plots_dir / name))
-        curves: dict[str, pd.Series] = {}
-        for slug in frame.loc[frame["status"] == "done", "step"]:
-            per_seed = []
-            for record in records:
-                if record["step"] == slug and record["status"] == "done":
-                    path = metrics_csv(study_dir, record)
-                    curve = val_curve(path, record.get("epochs")) if path else None
-                    if curve is not None:
-                        per_seed.append(curve)
-            if per_seed:  # mean over the seeds at each validation point they share
-                curves[slug] = pd.concat(per_seed, axis=1).mean(axis=1).sort_index()
-        if curves:
-            written.append(save(draw_curves(frame, curves, subtitle), plots_dir / "curves.png"))
+        for budget in budgets:
+            part = frame[frame["budget_epochs"] == budget].reset_index(drop=True)
+            suffix = "" if len(budgets) == 1 else f"_{budget}ep"
+            written += _budget_figures(study_dir, plots_dir, part, [r for r in records if r.budget == budget],
+                                       suffix, len(budgets) > 1)
+        if len(budgets) > 1:
+            title = figure_title(study_dir, frame[frame["budget_epochs"] == budgets[0]])
+            fig = draw_budget(frame, budget_table(records, steps, frame), title, study_description(records))
+            written.append(save(fig, plots_dir / "budget.png"))
+    return written
+
+
+def _budget_figures(study_dir: Path, plots_dir: Path, frame: pd.DataFrame, records: list, suffix: str,
+                    several: bool) -> list[Path]:
+    """The figures of one budget of a study."""
+    subtitle = study_description(records)
+    title = figure_title(study_dir, frame)
+    if several:
+        budget = int(frame["budget_epochs"].iloc[0])
+        title += f" — {budget} epoch{'' if budget == 1 else 's'}"
+    written: list[Path] = []
+    fig = draw_roadmap(frame, records, title, subtitle + "\n" + summary_line(frame))
+    written += [save(fig, plots_dir / f"roadmap{suffix}.png"), save(fig, plots_dir / f"roadmap{suffix}.svg")]
+    if not (frame["status"] == "done").any():
+        return written
+    for xcol, xlabel, name, heading in (
+            ("gmacs_224", "GMACs at 224 × 224 px, width ×1 (multiply-adds, ×10⁹)", "accuracy_vs_gmacs", "Accuracy vs compute"),
+            ("train_throughput", "measured training throughput (images / s)", "accuracy_vs_throughput",
+             "Accuracy vs training speed")):
+        if frame.loc[frame["status"] == "done", xcol].notna().any():
+            written.append(save(draw_scatter(frame, xcol, xlabel, heading, subtitle), plots_dir / f"{name}{suffix}.png"))
+    curves: dict[str, pd.Series] = {}
+    for slug in frame.loc[frame["status"] == "done", "step"]:
+        per_seed = []
+        for record in records:
+            if record.step == slug and record.done:
+                path = metrics_csv(study_dir, record)
+                curve = val_curve(path, record.epochs) if path else None
+                if curve is not None:
+                    per_seed.append(curve)
+        if per_seed:  # mean over the seeds at each validation point they share
+            curves[slug] = pd.concat(per_seed, axis=1).mean(axis=1).sort_index()
+    if curves:
+        written.append(save(draw_curves(frame, curves, subtitle), plots_dir / f"curves{suffix}.png"))
     return written

@@ -22,9 +22,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .config import ConfigError
-from .lookup import study_records
-from .report.stats import t_interval
+from ..errors import ConfigError
+from ..store.files import atomic_write_text
+from ..store.lookup import study_records
+from ..store.record import Record
+from .figures.style import save
+from .stats import t_interval
 
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]  # Okabe-Ito
 
@@ -66,18 +69,18 @@ def difference(b: dict[int, float], a: dict[int, float]) -> tuple[float, float, 
     return (*welch(list(b.values()), list(a.values())), "Welch")
 
 
-def comparison_table(records: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+def comparison_table(records: dict[str, list[Record]]) -> pd.DataFrame:
     """One row per step (in roadmap order, steps of any study), top-1 per study and each
     later study's difference from the first."""
     names = list(records)
     steps: dict[str, tuple[int, str]] = {}
     for recs in records.values():
         for r in recs:
-            steps.setdefault(r["step"], (r.get("step_index", 10**6), r.get("label", r["step"])))
+            steps.setdefault(r.step, (10**6 if r.step_index is None else r.step_index, r.label or r.step))
     rows = []
     for slug, (index, label) in sorted(steps.items(), key=lambda item: (item[1][0], item[0])):
         row: dict[str, Any] = {"step_index": index, "step": slug, "label": label}
-        top1 = {name: {int(r["seed"]): float(r["top1"]) for r in recs if r["step"] == slug}
+        top1 = {name: {int(r.seed): float(r.top1) for r in recs if r.step == slug}
                 for name, recs in records.items()}
         for name in names:
             values = list(top1[name].values())
@@ -94,7 +97,7 @@ def comparison_table(records: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _values(records: list[dict[str, Any]], get: Any) -> list[Any]:
+def _values(records: list[Record], get: Any) -> list[Any]:
     seen: list[Any] = []
     for r in records:
         value = get(r)
@@ -103,15 +106,15 @@ def _values(records: list[dict[str, Any]], get: Any) -> list[Any]:
     return seen
 
 
-def config_differences(records: dict[str, list[dict[str, Any]]]) -> list[str]:
+def config_differences(records: dict[str, list[Record]]) -> list[str]:
     """`train.KEY: A=value, B=value` for every train key (and the resolved precision and world
     size) whose value is not the same in every study; a study of several configs shows each."""
     getters: dict[str, Any] = {}
-    keys = sorted({k for recs in records.values() for r in recs for k in (r.get("config") or {})})
+    keys = sorted({k for recs in records.values() for r in recs for k in (r.config or {})})
     for key in keys:
-        getters[f"train.{key}"] = lambda r, key=key: (r.get("config") or {}).get(key, "(absent)")
-    getters["precision (as run)"] = lambda r: r.get("precision")
-    getters["world_size"] = lambda r: r.get("world_size")
+        getters[f"train.{key}"] = lambda r, key=key: r.config_value(key, "(absent)")
+    getters["precision (as run)"] = lambda r: r.precision
+    getters["world_size"] = lambda r: r.world_size
     lines = []
     for label, get in getters.items():
         per_study = {name: _values(recs, get) for name, recs in records.items()}
@@ -218,14 +221,11 @@ def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Pa
         note = note[:157] + "..."
     fig.text(0.01, 0.935, note, ha="left", va="top", fontsize=9, color="#444444")
     fig.subplots_adjust(left=0.08, right=0.98, top=0.87, bottom=0.16 if n_steps > 4 else 0.08, hspace=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def compare_studies(names: list[str], out_dir: Path, plots_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
     """Print the comparison and write its CSV, Markdown and PNG; returns the table and paths."""
-    from .records import atomic_write_text
     if len(names) < 2:
         raise ConfigError("compare needs two or more studies: python runner.py compare STUDY_A STUDY_B [...]")
     if len(set(names)) != len(names):

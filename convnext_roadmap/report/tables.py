@@ -1,5 +1,6 @@
-"""A study's tables: results.csv (one row per step), runs.csv (one row per run) and
-results.md (the summary as a markdown table with its one-line reading)."""
+"""A study's tables: results.csv (one row per step and budget), runs.csv (one row per run),
+results.md (the summary as a markdown table with its one-line reading, one per budget) and,
+for a study of several budgets, budget.csv (report/budget.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..records import atomic_write_text, current_records
-from .summary import load_records, runs_table, study_steps, summarize, summary_line
+from ..store.files import atomic_write_text
+from ..store.record import CHANCE_MARGIN
+from ..store.records import current_records
+from .budget import budget_table
+from .figures.style import study_description
+from .summary import load_records, runs_table, study_budgets, study_steps, summarize, summary_line
 
 
 def _fmt(value: float, spec: str = ".2f", signed: bool = False, empty: str = "—") -> str:
@@ -30,6 +35,15 @@ def delta_cell(r) -> str:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
+    """The summary as markdown: one table per budget, under a heading when there are several."""
+    budgets = sorted(df["budget_epochs"].unique()) if "budget_epochs" in df and len(df) else []
+    if len(budgets) <= 1:
+        return budget_markdown_table(df)
+    return "\n".join(f"### {b} epoch{'' if b == 1 else 's'}\n\n" + budget_markdown_table(df[df["budget_epochs"] == b])
+                     for b in budgets)
+
+
+def budget_markdown_table(df: pd.DataFrame) -> str:
     """The summary as a GitHub markdown table, padded so it also reads in a terminal, then
     the study's one-line reading. Deltas are paired (child - parent on shared seeds) with
     their 95% t interval: ✓ resolved (the interval excludes 0), ? unresolved."""
@@ -42,6 +56,8 @@ def markdown_table(df: pd.DataFrame) -> str:
     for r in df.itertuples(index=False):
         if r.status == "done" and not math.isnan(r.top1_mean):
             acc = f"{r.top1_mean:.2f}" + (f" ± {r.top1_std:.2f}" if r.n_seeds >= 2 else "") + f" ({r.n_seeds})"
+            if r.n_did_not_learn:
+                acc += f" ⚠ {r.n_did_not_learn} did not learn"
         else:
             acc = {"failed": "failed", "missing": "not run"}.get(r.status, "no top-1")
         label = str(r.label) + (" (sweep)" if r.sweep else "") + (" (reference)" if r.reference else "")
@@ -67,10 +83,16 @@ def write_tables(study_dir: Path) -> pd.DataFrame:
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     records = load_records(study_dir)
-    frame = summarize(records, study_steps(study_dir, records))
+    steps = study_steps(study_dir, records)
+    frame = summarize(records, steps, study_budgets(study_dir, records))
     atomic_write_text(study_dir / "results.csv", frame.to_csv(index=False))
     atomic_write_text(study_dir / "runs.csv", runs_table(records).to_csv(index=False))
-    markdown = markdown_table(frame)
+    if frame["budget_epochs"].nunique() > 1:
+        atomic_write_text(study_dir / "budget.csv", budget_table(records, steps, frame).to_csv(index=False))
+    markdown = f"{study_description(records)}\n\n{markdown_table(frame)}"
+    if frame["n_did_not_learn"].any():
+        markdown += (f"\n⚠ did not learn: a run whose top-1 ends within {CHANCE_MARGIN:g} points of chance "
+                     "(100 / classes); its step's numbers say nothing about the change.\n")
     others = current_records(study_dir)[2]
     if others:
         markdown += (f"\n{others} record(s) of other configs of this study are kept in runs/ and left out of "

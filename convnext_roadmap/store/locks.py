@@ -10,9 +10,12 @@ version killed half-way) is stale once it is older than LOCK_GRACE_S.
 
 Taking over is atomic: only the process holding the lock's breaker (`<lock>.break`, created
 the same way) may remove a stale lock, and it removes the very file it judged stale; then
-every contender races for the new lock, which exactly one wins. Before, two processes that
-both judged a lock stale could each remove it, one of them the other's fresh lock, and both
-train the run (4 processes meeting a dead process's lock: 2 or more owners in 16 of 100 trials).
+every contender races for the new lock, which exactly one wins (benchmarks/lock_race.py races
+processes for one stale lock; benchmarks/results/lock_race.txt).
+
+Why not `filelock` (store/files.py uses it for short critical sections): these locks outlive
+the process that holds the run for minutes to days, must name their owner so that a dead one's
+can be taken over, and must work on NFS, where flock is not always honoured across hosts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ LOCK_GRACE_S = 30.0
 BREAKER_STALE_S = 30.0
 
 
+def _mode() -> int:
+    """0666 less the umask, as every file of a study (store/files.py); computed here because
+    benchmarks/lock_race.py loads this module alone, by its path."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _owner() -> str:
     return f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex[:12]}"
 
@@ -41,7 +52,7 @@ def _create(path: Path, content: str) -> bool:
     """Create `path` holding `content`, atomically; False if it exists."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # readable by every runner of a shared study (mkstemp: 0600)
+        os.fchmod(fd, _mode())  # readable by every runner of a shared study (mkstemp: 0600)
         with os.fdopen(fd, "w") as handle:
             handle.write(content)
         try:
@@ -59,7 +70,7 @@ def _create(path: Path, content: str) -> bool:
 
 def _create_exclusive(path: Path, content: str) -> bool:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as handle:

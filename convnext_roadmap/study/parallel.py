@@ -18,13 +18,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import ConfigError, StudyConfig
-from .datasets import describe
+from convnext_steps.complexity import forward_gmacs
 
-RUNNER = Path(__file__).resolve().parents[1] / "runner.py"
+from ..config.schema import StudyConfig
+from ..data.registry import describe
+from ..errors import ConfigError
+
+RUNNER = Path(__file__).resolve().parents[2] / "runner.py"
 # auto: several single-thread jobs while one training image of the study's largest model
 # costs at most this many GMACs (forward, at the study's resolution and width); above it,
-# one job with every core. From benchmarks/jobs.py on the development CPU (README "Speed").
+# one job with every core: where benchmarks/jobs.py finds the two cross (docs/speed.md).
 SMALL_MODEL_GMACS = 0.5
 
 
@@ -38,8 +41,7 @@ def cpu_cores() -> int:
 
 def largest_model_gmacs(study: StudyConfig, steps: list) -> float:
     """Forward GMACs of one training image of the study's most expensive step (counted once
-    per step and shape by roadmap.study.forward_gmacs, which planning has usually filled)."""
-    from .study import forward_gmacs
+    per step and shape by convnext_steps.complexity.forward_gmacs, which planning has usually filled)."""
     data = describe(study.train)
     return max(forward_gmacs(step, study.train.resolution, study.train.width_mult, data.num_classes, data.in_chans)
                for step in steps)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +23,14 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
-from . import signals
-from .signals import RunInterrupted
+from .. import signals
+from ..signals import RunInterrupted
+from ..store.files import atomic_write
 
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"
 # What every checkpoint of a fit holds; without them Lightning cannot resume from it.
 REQUIRED = ("state_dict", "loops", "optimizer_states")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,21 +41,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from a shared study's other users
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if path.name == LAST and path.exists():
-                keep_previous(path)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
+        keep = (lambda: keep_previous(path)) if path.name == LAST and path.exists() else None
+        atomic_write(path, lambda handle: torch.save(checkpoint, handle), binary=True, before_replace=keep)
 
 
 def keep_previous(last: Path) -> None:
@@ -220,7 +187,7 @@ class GracefulStop(pl.Callback):
         name = agreed(trainer)
         if name and not validation_follows(trainer, batch_idx):
             # Lightning logs this batch's training row after the batch-end hooks, which the
-            # interruption skips: log it now, so that the curve keeps it (roadmap/curves.py).
+            # interruption skips: log it now, so that the curve keeps it (train/csv_log.py).
             update = getattr(trainer._logger_connector, "update_train_step_metrics", None)
             if update is not None:
                 update()

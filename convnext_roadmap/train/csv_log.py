@@ -27,7 +27,7 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from .records import atomic_write_text
+from ..store.files import atomic_write_text
 
 
 class KeepingWriter(ExperimentWriter):

@@ -8,9 +8,7 @@ writes to
   the study, run name = `<run>__<hash8>`; `mlflow ui --backend-store-uri file:...`);
 - Weights & Biases: an offline run in `logs/wandb/wandb/` (`wandb sync` uploads it later).
 
-Every run also logs its learning rate at every logging step (LearningRateMonitor) and, when
-stderr is not a terminal (a batch job, a pipe), prints one progress line per validation.
-Which loggers a study writes to is not part of any run's config hash.
+Every run also logs its learning rate at every logging step (LearningRateMonitor). Which loggers a study writes to is not part of any run's config hash.
 """
 
 from __future__ import annotations
@@ -20,11 +18,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import Logger
 
-from .config import LOGGERS, ConfigError
+from ..config.schema import LOGGERS
+from ..errors import ConfigError
+from ..store.files import file_lock
+from .ranks import process_rank
 
 # logger -> (the module it needs, the pyproject extra that installs it)
 REQUIREMENTS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"),
@@ -63,7 +63,6 @@ def make_loggers(csv_logger: Logger, names: list[str], logs_dir: Path, study: st
             # MLflow 3 keeps its file store in maintenance mode and refuses it unless asked.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             store = (logs_dir / "mlflow").resolve()
-            from .study import process_rank  # a late import: study imports this module
             if process_rank() == 0:  # other ranks log nothing (Lightning's loggers are rank-zero only)
                 ensure_mlflow_experiment(store, study)
             loggers.append(MLFlowLogger(experiment_name=study, run_name=f"{run_name}__{version}",
@@ -84,19 +83,11 @@ def make_loggers(csv_logger: Logger, names: list[str], logs_dir: Path, study: st
 
 
 def ensure_mlflow_experiment(store: Path, study: str) -> None:
-    """Create the study's MLflow experiment once, under a lock beside the store. MLflow's file
-    store checks and creates without one: two runners of a study starting together (`--jobs
-    2`) made two experiments of one name, each with half the runs. Where the file system has
-    no flock the creation goes on unlocked, as before."""
-    import fcntl
-
+    """Create the study's MLflow experiment once, under a lock beside the store: MLflow's file
+    store checks and creates without one, so two runners of a study starting together made two
+    experiments of one name, each with half the runs."""
     from mlflow.tracking import MlflowClient
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store.parent / ".mlflow.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        except OSError:
-            pass
+    with file_lock(store.parent / ".mlflow.lock"):
         client = MlflowClient(tracking_uri=f"file:{store}")
         if client.get_experiment_by_name(study) is None:
             client.create_experiment(study)
@@ -122,31 +113,3 @@ def learning_rate_monitor() -> LearningRateMonitor:
     """The learning rate of each parameter group (`lr-AdamW/pg1`: weights with decay,
     `lr-AdamW/pg2`: biases, norms, layer scale) at every logging step."""
     return LearningRateMonitor(logging_interval="step")
-
-
-class ProgressLine(pl.Callback):
-    """One line per validation check, for logs of batch jobs (no progress bar there):
-    `  step 0 resnet50 seed 0 | epoch 1.00/1 | top-1 82.15% | 3929 img/s`."""
-
-    def __init__(self, step_index: int | None, slug: str, seed: int, throughput: Any) -> None:
-        self.label = f"step {'' if step_index is None else f'{step_index} '}{slug} seed {seed}"
-        self.throughput = throughput  # roadmap.training.Throughput: training img/s so far
-        self.batches = 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.batches = 0
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        self.batches = batch_idx + 1
-
-    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        top1 = trainer.callback_metrics.get("val_top1")
-        total = trainer.num_training_batches
-        epoch = trainer.current_epoch + (self.batches / total if total and total != float("inf") else 0.0)
-        img_s = self.throughput.train_img_s
-        print(f"  {self.label} | epoch {epoch:.2f}/{trainer.max_epochs} | "
-              f"top-1 {float(top1):.2f}% | {img_s:.0f} img/s" if top1 is not None else
-              f"  {self.label} | epoch {epoch:.2f}/{trainer.max_epochs} | {img_s:.0f} img/s", flush=True)

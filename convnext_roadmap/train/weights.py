@@ -22,46 +22,24 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Mapping
-from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from convnext_steps import NetSpec, Step, autotune, build_model, get_step, load_torchvision_weights
+from convnext_steps import autotune, build_model, get_step, load_torchvision_weights, step_from_spec
+from convnext_steps.cpu_kernels import use_cpu_kernels
 
-from .config import ConfigError, StudyConfig, TrainConfig, from_dict
-from .lookup import find_record
-from .records import atomic_write, run_name
+from ..config.define import run_train_config, study_steps
+from ..config.schema import StudyConfig, TrainConfig, from_dict
+from ..errors import ConfigError
+from ..store.files import atomic_write
+from ..store.lookup import find_record
+from ..store.record import Record, run_name
 
 # The steps torchvision has ImageNet weights for, and the name of their weights enum.
 TORCHVISION_WEIGHTS = {"resnet50": "ResNet50_Weights", "convnext_t": "ConvNeXt_Tiny_Weights"}
-
-
-# ------------------------------------------------------------------------ trained weights
-
-def spec_of(step: Step) -> dict[str, Any] | None:
-    """A step's NetSpec as plain values (JSON, YAML, hyperparameters); None for a reference
-    model (Swin), which its slug rebuilds."""
-    return asdict(step.spec) if isinstance(step.spec, NetSpec) else None
-
-
-def step_from_spec(slug: str, spec: Mapping[str, Any] | None) -> Step:
-    """The step of a saved run: the built-in or registered step of that slug when its spec is
-    the saved one, else a step rebuilt from the saved spec (a step a study defined)."""
-    if spec is None:
-        return get_step(slug)
-    saved = NetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
-    try:
-        known = get_step(slug)
-        if known.spec == saved:
-            return known
-    except KeyError:
-        pass
-    return Step(slug=slug, label=slug, phase="defined", parent=None, change="rebuilt from its saved spec",
-                spec=saved)
 
 
 def weights_path(study_dir: Path, name: str, config_hash: str) -> Path:
@@ -77,12 +55,12 @@ def save_weights(path: Path, model: nn.Module) -> Path:
     return path
 
 
-def _run_weights(study_dir: Path, record: dict[str, Any]) -> tuple[TrainConfig, dict[str, torch.Tensor]]:
+def run_weights(study_dir: Path, record: Record) -> tuple[TrainConfig, dict[str, torch.Tensor]]:
     """A finished run's training config and its saved state_dict."""
-    path = Path(study_dir) / record["weights"] if record.get("weights") else weights_path(
-        study_dir, run_name(record["step"], record["seed"]), record["config_hash"])
+    path = Path(study_dir) / record.weights if record.weights else weights_path(
+        study_dir, run_name(record.step, record.seed), record.config_hash)
     if not path.is_file():
-        raise ConfigError(f"no saved weights for {record['step']} seed {record['seed']} ({path}): the run "
+        raise ConfigError(f"no saved weights for {record.step} seed {record.seed} ({path}): the run "
                           "finished before weights were kept, or they were deleted; delete its record "
                           "and run the study again to retrain it")
     try:
@@ -90,61 +68,31 @@ def _run_weights(study_dir: Path, record: dict[str, Any]) -> tuple[TrainConfig, 
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ConfigError(f"{path} is unreadable ({type(error).__name__}); delete it and its record "
                           "and run the study again") from None
-    return from_dict(TrainConfig, record["config"]), state
+    return from_dict(TrainConfig, record.config), state
 
 
-def load_run(study_dir: str | Path, step: str | int, seed: int = 0) -> nn.Module:
-    """The trained network of one finished run (step slug or index, seed), in eval mode."""
-    record = find_record(Path(study_dir), step, seed)
-    cfg, state = _run_weights(Path(study_dir), record)
-    step = step_from_spec(record["step"], record.get("spec"))
-    model = build_model(step, num_classes=record["num_classes"], in_chans=record["in_chans"],
-                        width_mult=cfg.width_mult, drop_path_rate=cfg.drop_path_rate,
-                        layer_scale_init=cfg.layer_scale_init)
+def load_run(study_dir: str | Path, step: str | int, seed: int = 0, budget: int | None = None,
+             cpu_kernels: bool = False) -> nn.Module:
+    """The trained network of one finished run (step slug or index, seed; the budget in epochs
+    when the study has several), in eval mode, in plain PyTorch layers. `cpu_kernels=True`: with
+    the runner's CPU kernels and the 1x1 choices the run trained with (shapes it did not train
+    on are measured once, convnext_steps/autotune.py)."""
+    record = find_record(Path(study_dir), step, seed, budget)
+    cfg, state = run_weights(Path(study_dir), record)
+    step = step_from_spec(record.step, record.spec)
+    model = build_model(step, num_classes=record.num_classes, in_chans=record.in_chans,
+                        width_mult=cfg.width_mult, drop_path_rate=cfg.drop_path_rate)
     model.load_state_dict(state)
-    autotune.use_choices(model, trained_choices(record))
+    if cpu_kernels:
+        autotune.use_choices(use_cpu_kernels(model), trained_choices(record))
     return model.eval()
 
 
-def trained_choices(record: dict[str, Any]) -> dict[str, str] | None:
+def trained_choices(record: Record) -> dict[str, str] | None:
     """The conv-or-matmul choices a run's 1x1 convs trained with (autotune.use_choices): its
     record's; None (conv throughout) for a record from before they were noted, or a run of a
     compiled model (torch.compile traces the conv)."""
-    return None if (record.get("config") or {}).get("compile") else record.get("pointwise")
-
-
-def evaluate_run(study_dir: Path, step: str | int, seed: int) -> dict[str, Any]:
-    """Rebuild a finished run's model, load its weights and evaluate it on the study's
-    validation set with the data pipeline and precision it trained with."""
-    import pytorch_lightning as pl
-
-    from .data import make_datamodule
-    from .study import quiet_lightning
-    from .training import RoadmapClassifier
-
-    record = find_record(study_dir, step, seed)
-    cfg, state = _run_weights(study_dir, record)
-    # One process, no compiling: neither changes the numbers (see config.result_relevant).
-    cfg = replace(cfg, compile=False, devices="1", num_nodes=1, strategy="auto")
-    quiet_lightning()
-    datamodule = make_datamodule(cfg, record["seed"])
-    module = RoadmapClassifier(record["step"], cfg, datamodule.num_classes, datamodule.in_chans,
-                               world_size=record.get("world_size", 1), spec=record.get("spec"))
-    module.model.load_state_dict(state)
-    autotune.use_choices(module.model, trained_choices(record))  # the 1x1 convs' paths of its training
-    precision = record.get("precision") or "32-true"
-    trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, num_nodes=1, precision=precision, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(record.get("threads") or threads)  # its thread count: its sums, its keys
-    try:
-        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    finally:
-        torch.set_num_threads(threads)
-    return {"step": record["step"], "seed": record["seed"], "precision": precision,
-            "val_images": datamodule.num_val, "top1": float(metrics["val_top1"]),
-            "top5": float(metrics["val_top5"]), "val_loss": float(metrics["val_loss"]),
-            "record_top1": record.get("top1"), "record_top5": record.get("top5")}
+    return None if record.config_value("compile") else record.pointwise
 
 
 # ------------------------------------------------------------------ ImageNet weights (input)
@@ -152,8 +100,6 @@ def evaluate_run(study_dir: Path, step: str | int, seed: int) -> dict[str, Any]:
 def check_pretrained(study: StudyConfig) -> None:
     """Config errors of `train.pretrained` (the study's, or a step's own recipe's), before
     anything trains."""
-    from .config import run_train_config
-    from .definitions import study_steps
     wanted = [(step, run_train_config(study, step)) for step in study_steps(study)]
     wanted = [(step, train) for step, train in wanted if train.pretrained is not None]
     other = [step.slug for step, _ in wanted

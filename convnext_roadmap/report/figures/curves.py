@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ...store.record import Record
 from .style import new_figure
 
 
-def metrics_csv(study_dir: Path, record: dict) -> Path | None:
-    log_dir = record.get("log_dir")
+def metrics_csv(study_dir: Path, record: Record) -> Path | None:
+    log_dir = record.log_dir
     if not log_dir:
         return None
     base = Path(study_dir) / log_dir

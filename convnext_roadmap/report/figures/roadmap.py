@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
+from ...store.record import Record
 from .style import PAPER_COLOR, STATUS_COLORS, new_figure, phase_color, phase_spans, short_failure
 
 UNRESOLVED = "#9a9a9a"
@@ -61,7 +62,7 @@ def _delta_heading(rows: pd.DataFrame) -> str:
     return "Δ top-1 vs each step's parent (points)"
 
 
-def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle: str) -> Figure:
+def draw_roadmap(frame: pd.DataFrame, records: list[Record], title: str, subtitle: str) -> Figure:
     rows, ys, n_chain = _rows(frame)
     n = len(rows)
     height = max(5.2, 2.3 + 0.42 * (n + 0.6 * (n > n_chain)))
@@ -117,6 +118,10 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
                 measured.annotate(f"n={r.n_seeds}", (r.top1_mean + (0 if math.isnan(r.top1_std) else r.top1_std), y),
                                   xytext=(4, 0), textcoords="offset points", ha="left", va="center", fontsize=8,
                                   color="#333333", style="italic", zorder=4)
+            if r.n_did_not_learn:  # at chance level: the bar says nothing about the change
+                measured.annotate(f"⚠ {r.n_did_not_learn} did not learn", (x0, y), xytext=(42, 0),
+                                  textcoords="offset points", ha="left", va="center", fontsize=8,
+                                  color=STATUS_COLORS["failed"], fontweight="bold", zorder=5)
             if r.reference:  # a reference line across the chain, as the paper draws Swin-T
                 measured.plot([r.top1_mean, r.top1_mean], [-0.5, n_chain - 0.5], color=color, lw=1.1, ls=":",
                               zorder=1)
@@ -146,7 +151,7 @@ def draw_roadmap(frame: pd.DataFrame, records: list[dict], title: str, subtitle:
         ax.grid(axis="x", color="#dddddd", lw=0.7)
         for side in ("right", "top"):
             ax.spines[side].set_visible(False)
-    dataset = sorted({str(r.get("dataset")) for r in records if r.get("dataset")})
+    dataset = sorted({str(r.dataset) for r in records if r.dataset})
     measured.set_xlabel(f"measured top-1 (%){' on ' + '/'.join(dataset) if dataset else ''}\nmean ± std over seeds",
                         fontsize=9.5)
     delta.axvline(0, color="#555555", lw=0.9, zorder=1)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import os
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ...store.files import atomic_write
+from ...store.record import Record
 
 PHASE_COLORS = {  # one hue per phase of Figure 2, colour-blind safe (Okabe-Ito)
     "baseline": "#7f7f7f",
@@ -46,33 +50,48 @@ def new_figure(size: tuple[float, float] = (10, 8)) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        # No date in the file: redrawing the same results gives the same bytes (clean git diffs).
-        fmt = path.suffix.lstrip(".")
-        metadata = {"Date": None} if fmt in ("svg", "pdf") else None
-        with mpl.rc_context({"svg.hashsalt": "convnext-roadmap"}):  # stable SVG ids
-            fig.savefig(tmp, format=fmt, dpi=150, facecolor="white", metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the figure whole or not at all (store.files.atomic_write). No date in the file:
+    redrawing the same results gives the same bytes (clean git diffs)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    metadata = {"Date": None} if fmt in ("svg", "pdf") else None
+    with mpl.rc_context({"svg.hashsalt": "convnext-roadmap"}):  # stable SVG ids
+        atomic_write(path, lambda handle: fig.savefig(handle, format=fmt, dpi=150, facecolor="white",
+                                                      metadata=metadata), binary=True)
     return path
 
 
-def study_description(records: list[dict]) -> str:
-    """One line saying what was trained, from the records themselves."""
+def study_description(records: list[Record]) -> str:
+    """One line saying what was trained, from the records themselves: the data actually used
+    (its training and validation images: a train_subset or val_subset shows), its size, the
+    budget, the width, the preset, the seeds and the precision."""
     if not records:
         return "no runs recorded yet"
 
-    def values(key: str) -> str:
-        seen = sorted({str(r.get(key)) for r in records if r.get(key) is not None})
+    def values(key: str, of: Any = None) -> str:
+        seen = sorted({str(of(r) if of else getattr(r, key)) for r in records
+                       if (of(r) if of else getattr(r, key)) is not None}, key=_natural)
         return "/".join(seen) if seen else "?"
 
-    seeds = sorted({int(r["seed"]) for r in records})
-    epochs = values("epochs")
-    return (f"study {values('study')}: {values('dataset')} at {values('resolution')} px, "
+    seeds = sorted({int(r.seed) for r in records})
+    epochs = values("budget", lambda r: r.budget)
+    images = values("images", lambda r: f"{r.train_images}+{r.val_images}" if r.train_images else None)
+    subsets = [f"{key} {value}" for key in ("train_subset", "val_subset")
+               for value in sorted({r.config_value(key) for r in records} - {None}, key=str)]
+    data = f"{values('dataset')} ({images} images{', ' + ', '.join(subsets) if subsets else ''})"
+    return (f"study {values('study')}: {data} at {values('resolution')} px, "
             f"{epochs} epoch{'' if epochs == '1' else 's'}, width ×{values('width_mult')}, preset "
             f"{values('preset')}, seeds {','.join(map(str, seeds))}, precision {values('precision')}")
+
+
+def _natural(text: str) -> tuple:
+    """Sort '3' before '10'."""
+    return (0, float(text)) if text.replace(".", "", 1).isdigit() else (1, text)
+
+
+def wrap_text(text: str, width: int) -> str:
+    """Text broken into lines of at most `width` characters, at spaces."""
+    return textwrap.fill(str(text), width=width, break_long_words=True)
 
 
 def phase_spans(frame: pd.DataFrame) -> list[tuple[str, int, int]]:
@@ -86,12 +105,12 @@ def phase_spans(frame: pd.DataFrame) -> list[tuple[str, int, int]]:
     return spans
 
 
-def short_failure(records: list[dict], slug: str) -> str:
+def short_failure(records: list[Record], slug: str) -> str:
     for r in records:
-        if r["step"] == slug and r.get("status") != "done":
-            reason = str(r.get("failure") or "").splitlines()
+        if r.step == slug and not r.done:
+            reason = str(r.failure or "").splitlines()
             reason = reason[0] if reason else ""
-            epoch = r.get("failed_epoch")
+            epoch = r.failed_epoch
             text = "failed" + (f" at epoch {epoch}" if epoch is not None else "")
             if reason:
                 text += f": {reason[:48]}{'…' if len(reason) > 48 else ''}"
