@@ -30,9 +30,11 @@ DEFAULT_PRESET = "cpu"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["train", "plot", "evaluate", "compare"], default="train",
+    parser.add_argument("command", nargs="?", choices=["train", "plot", "evaluate", "compare", "status"],
+                        default="train",
                         help="train (default); plot: regenerate tables and figures from results/; "
-                             "evaluate: re-evaluate a run's saved weights; compare: studies side by side")
+                             "evaluate: re-evaluate a run's saved weights; compare: studies side by side; "
+                             "status: a submitted study's runs and tasks (--submit)")
     parser.add_argument("names", nargs="*", metavar="STUDY", help="with compare: the studies to compare")
     parser.add_argument("--list", action="store_true", help="print the roadmap as a table and exit")
     parser.add_argument("--roadmap", default=None, help="with --list: the roadmap to print (resnet50, the "
@@ -81,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", default="auto",
                         help="runs trained at once, the CPU cores split between them (default auto: for CPU studies "
                              "of small models one run per core, each on one thread; else 1 run on every core)")
+    parser.add_argument("--submit", choices=["slurm", "local"],
+                        help="submit the study's remaining runs as one submitit job array and return: slurm (from "
+                             "a login node) or local (this machine); the study's cluster: keys say how "
+                             "(docs/scale.md); needs pip install -e '.[cluster]'")
+    parser.add_argument("--resubmit", action="store_true",
+                        help="with status: submit again the runs that no task holds and no record has")
+    parser.add_argument("--runs", help=argparse.SUPPRESS)  # an array task's runs: name@hash,...
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)  # a job's share of the cores
     parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a job: the parent reports
     return parser
@@ -189,39 +198,61 @@ def compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def status_command(args: argparse.Namespace) -> int:
+    from convnext_roadmap.study.cluster import status_command as status
+    return status(args)
+
+
 def train_command(args: argparse.Namespace) -> int:
     import torch
 
     from convnext_roadmap.config.define import study_steps
     from convnext_roadmap.config.load import load_study
+    from convnext_roadmap.errors import check_output_folder
     from convnext_roadmap.study.cost import training_gmacs
     from convnext_roadmap.study.execute import execute
-    from convnext_roadmap.study.parallel import cpu_cores, resolve_jobs, run_jobs
+    from convnext_roadmap.study.parallel import capped_jobs, cpu_cores, parse_jobs, resolve_jobs, run_jobs
     from convnext_roadmap.study.plan import check_trainable, other_config_records, plan_runs, write_study_manifest
     from convnext_roadmap.study.reuse import mark_reusable, source_name
     from convnext_roadmap.train.ranks import process_rank, world_size_of
 
     overrides = overrides_from(args)
     shard = parse_shard(args.shard)
+    requested_jobs = parse_jobs(args.jobs)  # refused at once, in a dry run too
+    check_output_folder(args.out, "--out")
+    check_output_folder(args.plots, "--plots")
     study, preset = load_study(args.preset or DEFAULT_PRESET, args.config, overrides)
     from convnext_roadmap.train.trackers import check_installed
     from convnext_roadmap.train.weights import check_pretrained, ensure_torchvision_weights
     check_installed(study.logger)
     check_pretrained(study)
+    if study.train.dataset == "imagefolder" and study.train.data_dir:  # every class and file, before any run
+        from convnext_roadmap.data.image_folder import check_image_folder_once
+        from convnext_roadmap.data.registry import fingerprint
+        check_image_folder_once(Path(study.train.data_dir).resolve(), fingerprint(study.train))
     check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)
     mark_reusable(study, args.out, runs)
+    if args.runs:  # an array task of --submit: its runs only
+        from convnext_roadmap.study.cluster import select_runs
+        runs = select_runs(runs, args.runs)
     counts = {state: sum(r.state == state for r in runs) for state in ("done", "reuse", "failed", "resume", "todo")}
-    print(f"study {study.name} (preset {preset}): {len(runs)} run(s) - "
-          + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    say = print if not args.no_report else (lambda *a, **k: None)  # a job of --jobs: its parent said it
+    say(f"study {study.name} (preset {preset}): {len(runs)} run(s) - "
+        + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    if requested_jobs and not args.threads and capped_jobs(requested_jobs)[1]:
+        say(capped_jobs(requested_jobs)[1])
     others = other_config_records(study, args.out)
-    if others:
+    if others and not args.no_report:
         print(f"note: {others} record(s) of other configs of study {study.name} are kept in "
               f"{args.out / study.name / 'runs'} and left out of its tables and figures")
     signals.check("nothing was trained yet")
     if not args.dry_run and process_rank() == 0:
         write_study_manifest(study, preset, args.out)
+    if args.submit:  # one job array of the remaining runs (a dry run: how they would be packed)
+        from convnext_roadmap.study.cluster import submit_study
+        return submit_study(study, preset, runs, args)
     if args.dry_run:
         total = 0.0
         for run in runs:
@@ -266,6 +297,9 @@ def train_command(args: argparse.Namespace) -> int:
             code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
         finally:
             torch.set_num_threads(before)  # runner.main called from Python leaves the caller's threads
+    if code == 130:  # the jobs were stopped: each said what it kept; the resume line comes last
+        raise signals.RunInterrupted(signals.received() or "a stop signal", "the runs in progress keep their "
+                                     "checkpoints, finished runs their records")
     if shard == (0, 1) and process_rank() == 0 and not args.no_report:  # shards: `runner.py plot` at the end
         from convnext_roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
@@ -298,7 +332,7 @@ def _main(argv: list[str] | None) -> int:
                 print(f"error: {error.args[0]}", file=sys.stderr)
                 return 2
             return 0
-        from convnext_roadmap.errors import ConfigError, CorruptRecordError, DataError
+        from convnext_roadmap.errors import ConfigError, CorruptRecordError, DataError, OutputError, os_error_message
         signals.check("nothing was trained yet")
         try:
             if args.names and args.command != "compare":
@@ -308,15 +342,20 @@ def _main(argv: list[str] | None) -> int:
                     raise ConfigError("--step is for evaluate; to train, give --steps")
                 args.steps = args.step
             commands = {"plot": plot_command, "evaluate": evaluate_command, "compare": compare_command,
-                        "train": train_command}
+                        "train": train_command, "status": status_command}
             return commands[args.command](args)
         except (ConfigError, DataError, CorruptRecordError, KeyError) as error:
             message = error.args[0] if isinstance(error, KeyError) else str(error)
             print(f"error: {message}", file=sys.stderr)
             return 2
+        except OutputError as error:
+            print(f"error: {error.strerror}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # `runner.py ... | head`: the reader has gone, nothing to say
+            sys.stderr.close()
+            return 0
         except OSError as error:
-            print(f"error: {error.strerror or error} ({error.filename or ''}); free space or fix permissions, "
-                  "then run the same command again", file=sys.stderr)
+            print(f"error: {os_error_message(error)}", file=sys.stderr)
             return 1
     except signals.RunInterrupted as stop:
         print(f"interrupted ({stop.signal_name}): {stop.detail}; run the same command again to resume",

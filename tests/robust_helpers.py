@@ -41,7 +41,7 @@ def cli(config: Path, out: Path, *extra: str) -> list[str]:
             "--plots", str(out / "plots"), *extra]
 
 
-def run_cli(config: Path, out: Path, *extra: str, timeout: int = 600, env: dict | None = None
+def run_study(config: Path, out: Path, *extra: str, timeout: int = 600, env: dict | None = None
             ) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cli(config, out, *extra), capture_output=True, text=True, timeout=timeout,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from robust_helpers import ROOT, main_args, no_figures, records, run_cli, same_numbers, signal_at, tiny_study
+from robust_helpers import ROOT, main_args, no_figures, records, run_study, same_numbers, signal_at, tiny_study
 
 import runner
 
@@ -43,7 +43,7 @@ def test_kill_9_mid_run_keeps_the_curve(tiny_reference, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     before = curve(metrics_csv(out))
     assert before["val_top1"].notna().sum() == 1, "epoch 0's validation was logged before the kill"
-    result = run_cli(config, out)
+    result = run_study(config, out)
     assert result.returncode == 0 and "(resuming)" in result.stdout, result.stderr[-2000:]
     resumed = curve(metrics_csv(out))
     same_curve(resumed, curve(tiny_reference["_metrics_csv"]), interrupted_epoch=1)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from PIL import Image
-from robust_helpers import ROOT, main_args, no_figures, records, run_cli, same_numbers
+from robust_helpers import ROOT, main_args, no_figures, records, run_study, same_numbers
 
 import runner
 
@@ -82,7 +82,7 @@ def test_interrupted_mid_epoch_twice_resumes_to_the_same_numbers_with_workers(fo
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "consumed": 3}]
     killed = interrupt(config, out, "batch:1:5", "SIGKILL")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    result = run_cli(config, out)
+    result = run_study(config, out)
     assert result.returncode == 0 and "(resuming)" in result.stdout, result.stderr[-2000:]
     assert same_numbers(records(out)["patchify_stem__seed0"], folder_reference)
 
@@ -136,3 +136,52 @@ def test_crop_padding_is_refused_for_image_folders(folder):
     load_study("smoke", None, {"train": train})  # the default: nothing to refuse
     with pytest.raises(ConfigError, match="crop_padding=2 applies to in-memory data sets only"):
         load_study("smoke", None, {"train": {**train, "crop_padding": 2}})
+    assert load_study("cpu", None, {"train": {**train, "crop_padding": None}})[0].train.crop_padding is None, \
+        "the default preset's crop_padding=2 is undone by null, as the message says"
+
+
+def broken_copy(folder, tmp_path, breakage: str):
+    import shutil
+    root = tmp_path / "images"
+    shutil.copytree(folder, root)
+    if breakage == "val lacks a class":
+        shutil.rmtree(root / "val" / "class1")
+    elif breakage == "train lacks a class":
+        shutil.rmtree(root / "train" / "class2")
+    elif breakage == "empty class":
+        for path in (root / "val" / "class0").iterdir():
+            path.unlink()
+    elif breakage == "truncated png":
+        path = root / "train" / "class1" / "7.png"
+        path.write_bytes(path.read_bytes()[:300])
+    elif breakage == "not an image":
+        (root / "train" / "class0" / "notes.png").write_text("not a picture")
+    return root
+
+
+@pytest.mark.parametrize("breakage,words", [
+    ("val lacks a class", ["val lacks class folder(s) class1", "matched by name"]),
+    ("train lacks a class", ["train lacks class folder(s) class2"]),
+    ("empty class", ["class0 holds no image file"]),
+    ("truncated png", ["7.png is not a readable image", "truncated"]),
+    ("not an image", ["notes.png is not a readable image"]),
+])
+def test_a_broken_image_folder_is_a_one_line_error_before_training(folder, tmp_path, breakage, words):
+    from cli import assert_one_line_error, run_cli
+    root = broken_copy(folder, tmp_path, breakage)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(STUDY.format(data=root, workers=0))
+    result = run_cli("--config", str(config), "--out", str(tmp_path / "out"), "--plots", str(tmp_path / "plots"),
+                     env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "out" / "tiny" / "runs").exists() or not any((tmp_path / "out" / "tiny" / "runs").iterdir())
+
+
+def test_val_labels_follow_train_class_names(folder):
+    """Labels are numbered by train/'s class names in both splits."""
+    from convnext_roadmap.config.schema import TrainConfig
+    from convnext_roadmap.data.image_folder import ImageFolderDataModule
+    module = ImageFolderDataModule(TrainConfig(dataset="imagefolder", data_dir=str(folder)), 0)
+    train, val = module.train_set.dataset, module.val_set.dataset
+    assert train.class_to_idx == val.class_to_idx == {"class0": 0, "class1": 1, "class2": 2}

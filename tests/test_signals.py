@@ -149,7 +149,7 @@ def test_a_signal_ignored_by_the_parent_stays_ignored():
 def test_jobs_stop_when_their_runner_is_killed(tmp_path):
     """--jobs 2 and the parent killed with -9: each job checkpoints and exits instead of
     training on in its own session with its run's lock held (a rerun skipped those runs)."""
-    from robust_helpers import run_cli
+    from robust_helpers import run_study
     config, out = tiny_study(tmp_path, seeds="[0, 1]", train_size=2048), tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     parent = subprocess.Popen([*cli(config, out), "--jobs", "2"], stdout=subprocess.DEVNULL,
@@ -167,6 +167,6 @@ def test_jobs_stop_when_their_runner_is_killed(tmp_path):
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() for pid in jobs), "the jobs outlived their runner"
     assert not list((out / "tiny" / "locks").glob("*.lock")), "their locks are released"
-    result = run_cli(config, out, "--jobs", "1")
+    result = run_study(config, out, "--jobs", "1")
     assert result.returncode == 0 and result.stdout.count("(resuming)") == 2, result.stdout + result.stderr[-2000:]
     assert sorted(records(out)) == ["patchify_stem__seed0", "patchify_stem__seed1"]

@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from convnext_steps import Step, get_step
+
 from ..errors import ConfigError
 from .budget import check_budgets, fit_to_budget, study_budgets
-from .define import run_train_config, study_steps
+from .define import defined_steps, run_train_config, study_steps
+from .identity import result_relevant
 from .schema import StudyConfig, from_dict, merge
 from .yaml_io import read_yaml
 
@@ -67,9 +70,28 @@ def check_study(study: StudyConfig) -> None:
     """Every field, then every step: it resolves, builds, and has a valid recipe at every budget."""
     study.check()
     check_budgets(study.budgets)
+    defined = defined_steps(study)
     for step in study_steps(study):
+        check_changes_something(study, step, defined)
         if study.budgets and "epochs" in step.train:
             raise ConfigError(f"define[{step.slug}].train.epochs: a study with budgets trains every step for "
                               "each budget; leave epochs out of the step's recipe")
         for budget in study_budgets(study):
             fit_to_budget(run_train_config(study, step), budget).check()
+
+
+def check_changes_something(study: StudyConfig, step: Step, defined: dict[str, Step]) -> None:
+    """A defined step must differ from its parent once the study's recipe and the command
+    line's overrides are applied: a recipe-only step whose keys the study's recipe already has
+    would train its parent's run again under another name."""
+    if step.slug not in defined or step.changed_fields:
+        return
+    parent = defined.get(step.parent) or get_step(step.parent, study.roadmap)
+    if step.spec != parent.spec:
+        return
+    mine, theirs = result_relevant(run_train_config(study, step)), result_relevant(run_train_config(study, parent))
+    if mine == theirs:
+        keys = ", ".join(f"train.{k}" for k in sorted(step.train))
+        raise ConfigError(f"define[{step.slug}]: changes nothing against its parent {parent.slug!r}: its recipe "
+                          f"({keys}) is what the study's recipe already trains with (a --set or preset sets the same "
+                          "values); change it, or drop the step")

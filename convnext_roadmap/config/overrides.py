@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import ConfigError
 from .schema import merge
-from .yaml_io import parse_yaml
+from .yaml_io import DuplicateKeyError, parse_yaml
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
@@ -28,6 +28,8 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r} must be KEY=VALUE, e.g. --set train.lr=2e-3 or --set seeds=[0,1,2]")
         try:
             value = parse_yaml(text)
+        except DuplicateKeyError as error:
+            raise ConfigError(f"--set {item!r}: {str(error).split(' (lines')[0]}; keep one of them") from None
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: {text!r} is not a YAML value; quote it for the shell, "
                               "e.g. --set 'seeds=[0, 1]'") from None

@@ -17,6 +17,7 @@ from typing import Any
 from convnext_steps.typecheck import matches, type_text
 
 from ..errors import ConfigError
+from .cluster import ClusterConfig
 
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # Lightning loggers a study can write to
 PRETRAINED = ("torchvision",)  # where `train.pretrained` takes a step's starting weights from
@@ -47,7 +48,7 @@ class TrainConfig:
     randaugment_ops: int = 0  # 0 = off; the paper: 9 magnitude, 2 ops ("rand-m9-mstd0.5")
     randaugment_magnitude: int = 9
     random_erasing: float = 0.0
-    crop_padding: int = 4  # in-memory data sets: random crop after zero padding
+    crop_padding: int | None = 4  # in-memory data sets: random crop after zero padding (null or 0: none)
     hflip: bool = True
     drop_path_rate: float = 0.0
     ema_decay: float | None = None  # None: no EMA, as in the roadmap
@@ -109,13 +110,13 @@ class TrainConfig:
         if self.pretrained is not None and self.pretrained not in PRETRAINED:
             raise ConfigError(f"train.pretrained: {self.pretrained!r} is unknown; allowed: "
                               f"{', '.join(PRETRAINED)} or null")
-        if self.dataset == "imagefolder" and self.crop_padding != TrainConfig.crop_padding:
-            # Refused, not honoured: image folders crop with RandomResizedCrop (the paper's
-            # recipe), which zero padding has no place in; honouring the default 4 would add
-            # padding crops to the image-folder presets, and a new default would change the
-            # hash of every existing run. So crop_padding is the in-memory data sets' knob.
+        if self.crop_padding is not None and self.crop_padding < 0:
+            raise ConfigError(f"train.crop_padding must be >= 0 or null, got {self.crop_padding}")
+        if self.dataset == "imagefolder" and self.crop_padding not in (None, TrainConfig.crop_padding):
+            # Image folders crop with RandomResizedCrop (the paper's recipe), which has no zero
+            # padding: crop_padding is the in-memory data sets' knob, and their presets set it.
             raise ConfigError(f"train.crop_padding={self.crop_padding} applies to in-memory data sets only; image "
-                              "folders crop with RandomResizedCrop: leave crop_padding out of an imagefolder study")
+                              "folders crop with RandomResizedCrop: set train.crop_padding=null")
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         for name in ("min_lr", "weight_decay", "mixup_alpha", "cutmix_alpha", "randaugment_ops", "num_workers"):
@@ -167,6 +168,8 @@ class StudyConfig:
     # Where metrics go besides the CSV log the report reads (always written): any of LOGGERS.
     # Not part of any run's config hash.
     logger: list[str] = field(default_factory=lambda: ["csv"])
+    # How `--submit slurm|local` asks for machines (config/cluster.py). Not part of any run's hash.
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def check(self) -> None:
         check_study_name(self.name, "name")
@@ -179,6 +182,7 @@ class StudyConfig:
             # Lightning's seed_everything raises on a seed out of numpy's range (a traceback mid-study)
             raise ConfigError(f"seeds: each must be below 2**32 = {MAX_SEED}, got {max(self.seeds)}")
         self.train.check()
+        self.cluster.check()
 
 
 MAX_SEED = 2**32

@@ -12,9 +12,29 @@ import yaml
 from ..errors import ConfigError
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(f"key {key!r} is given twice (lines {first.line + 1} and {again.line + 1})")
+        self.key, self.problem_mark = key, again
+
+
 class YamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 floats: `1e-3` and `2E5` are numbers (YAML 1.1,
-    which PyYAML follows, needs a dot, `1.0e-3`, and reads `1e-3` as a string)."""
+    which PyYAML follows, needs a dot, `1.0e-3`, and reads `1e-3` as a string); and a key
+    given twice in one mapping, at any depth, is an error (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader reports an unhashable key itself
+            if key in seen:
+                raise DuplicateKeyError(key, seen[key], key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 YamlLoader.add_implicit_resolver(
@@ -42,6 +62,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML") from None
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}; keep one of them") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -16,18 +16,24 @@ from each worker's RNG, whose state depends on which worker had loaded what befo
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, has_file_allowed_extension
 from torchvision.transforms import v2
 
 from ..errors import DataError
+from ..store.files import atomic_write_text
 from .in_memory import curve_indices
+from .registry import CACHE_DIR
 from .seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -131,6 +137,104 @@ class ResumableLoader(DataLoader):
         self.sampler.consumed = value
 
 
+# ------------------------------------------------------------------------- the folder itself
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(Path(entry.path) for entry in os.scandir(folder)
+                  if entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS))
+
+
+def image_problem(path: Path) -> str | None:
+    """Why a file is not a readable image, or None: PIL reads its header (format and size),
+    and a JPEG or PNG must end as one does (a truncated file is found here, not mid-epoch)."""
+    try:
+        with Image.open(path) as image:
+            image_format, _ = image.format, image.size
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 1024))
+            tail = handle.read()
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if image_format == "JPEG" and b"\xff\xd9" not in tail:
+        return "truncated: no JPEG end marker"
+    if image_format == "PNG" and b"IEND" not in tail:
+        return "truncated: no PNG end chunk"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def check_image_folder(root: Path, check_files: bool = True) -> tuple[str, ...]:
+    """The classes of an image folder, after checking what would train silently wrong: train/
+    and val/ must hold the same class folders (labels are numbered by name), each with at least
+    one image file, and (check_files) every image file must be readable (image_problem). Every
+    problem is a one-line DataError naming the folder or file."""
+    root = Path(root)
+    splits = {split: root / split for split in ("train", "val")}
+    for split, folder in splits.items():
+        if not folder.is_dir():
+            raise DataError(f"train.data_dir={str(root)!r} has no {split}/ folder; an image folder holds train/ and "
+                            "val/, each with one sub-folder of images per class (ImageNet layout); pass --data-dir")
+    classes = {split: sorted(e.name for e in os.scandir(folder) if e.is_dir()) for split, folder in splits.items()}
+    if not classes["train"]:
+        raise DataError(f"{splits['train']} has no class folders: put each class's images in train/<class>/")
+    for split, other in (("val", "train"), ("train", "val")):
+        missing = sorted(set(classes[other]) - set(classes[split]))
+        if missing:
+            raise DataError(f"{splits[split]} lacks class folder(s) {', '.join(missing[:5])}"
+                            f"{' and more' if len(missing) > 5 else ''} that {other}/ has: classes are matched by "
+                            f"name, so both must hold the same ones; add them to {split}/ or remove them from {other}/")
+    for split, folder in splits.items():
+        for name in classes[split]:
+            files = _image_files(folder / name)
+            if not files:
+                raise DataError(f"{folder / name} holds no image file ({', '.join(IMG_EXTENSIONS[:4])}, ...): add "
+                                "its images or remove the class from train/ and val/")
+            for path in files if check_files else ():
+                problem = image_problem(path)
+                if problem:
+                    raise DataError(f"{path} is not a readable image ({problem}); remove or replace it, then run "
+                                    "the same command again")
+    return tuple(classes["train"])
+
+
+def check_image_folder_once(root: Path, fingerprint: str) -> tuple[str, ...]:
+    """check_image_folder, its file check done once per state of the folder: a folder whose
+    fingerprint (the names and sizes of its files) has passed before is checked for its classes
+    only. Reading every file's header costs minutes at ImageNet's 1.3M files on a cold cache,
+    once (benchmarks/image_folder_check.py); stat()ing them, which the fingerprint does anyway,
+    seconds."""
+    marker = CACHE_DIR / "checked-image-folders" / f"{fingerprint}.ok"
+    if marker.is_file():
+        return check_image_folder(root, check_files=False)
+    classes = check_image_folder(root)
+    try:
+        atomic_write_text(marker, f"{root}\n")
+    except OSError:  # no writable cache: checked again next time
+        pass
+    return classes
+
+
+def load_image(path: str) -> Image.Image:
+    """torchvision's loader, with the file's name in the error of an unreadable image."""
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{path} is not a readable image ({reason}); remove or replace it, then run the same "
+                        "command again") from None
+
+
+class ClassFolders(datasets.ImageFolder):
+    """An ImageFolder whose classes are given (train/'s, for val/ too: labels match by name)."""
+
+    def __init__(self, root: str, classes: tuple[str, ...], transform: Any = None) -> None:
+        self.given_classes = list(classes)
+        super().__init__(root, transform, loader=load_image)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return self.given_classes, {name: i for i, name in enumerate(self.given_classes)}
+
+
 class ImageFolderDataModule(pl.LightningDataModule):
     """ImageNet-style folders (`train/<class>/*.JPEG`, `val/<class>/*.JPEG`) with the paper's
     per-sample augmentation in DataLoader workers. Resumes exactly, like the in-memory path:
@@ -158,8 +262,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         val_ops = [v2.Resize(int(r / 0.875), antialias=True), v2.CenterCrop(r), v2.ToImage(),
                    v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         self.train_transform = v2.Compose(train_ops)
-        self.train_set = self._subset(datasets.ImageFolder(str(root / "train")), cfg.train_subset)
-        self.val_set = self._subset(datasets.ImageFolder(str(root / "val"), v2.Compose(val_ops)), cfg.val_subset)
+        classes = check_image_folder(root.resolve(), check_files=False)  # the runner checked the files before
+        self.train_set = self._subset(ClassFolders(str(root / "train"), classes), cfg.train_subset)
+        self.val_set = self._subset(ClassFolders(str(root / "val"), classes, v2.Compose(val_ops)), cfg.val_subset)
         self.num_classes = len(self.train_set.dataset.classes)
         self.in_chans = 3
         # Set by the runner from a checkpoint before fit (as InMemoryDataModule's).

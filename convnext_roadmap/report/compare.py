@@ -69,29 +69,56 @@ def difference(b: dict[int, float], a: dict[int, float]) -> tuple[float, float, 
     return (*welch(list(b.values()), list(a.values())), "Welch")
 
 
+def _parent_deltas(recs: list[Record], slug: str, budget: int) -> tuple[str | None, dict[int, float]]:
+    """A step's parent in one study and its paired Δ against it there, by seed."""
+    mine = [r for r in recs if r.step == slug and r.budget == budget]
+    parent = next((r.parent for r in mine if r.parent), None)
+    if parent is None:
+        return None, {}
+    base = {int(r.seed): float(r.top1) for r in recs if r.step == parent and r.budget == budget}
+    return parent, {int(r.seed): float(r.top1) - base[int(r.seed)] for r in mine if int(r.seed) in base}
+
+
 def comparison_table(records: dict[str, list[Record]]) -> pd.DataFrame:
-    """One row per step (in roadmap order, steps of any study), top-1 per study and each
-    later study's difference from the first."""
+    """One row per step and budget (in roadmap order, steps of any study): top-1 per study and
+    each later study's difference from the first; and where a step has the same parent in two
+    studies, its Δ against that parent in each and the difference of those Δs (the question
+    "is this change worth more here than there?"), paired by seed where both ran the same seeds."""
     names = list(records)
-    steps: dict[str, tuple[int, str]] = {}
+    steps: dict[tuple[str, int], tuple[int, str]] = {}
     for recs in records.values():
         for r in recs:
-            steps.setdefault(r.step, (10**6 if r.step_index is None else r.step_index, r.label or r.step))
+            steps.setdefault((r.step, r.budget), (10**6 if r.step_index is None else r.step_index, r.label or r.step))
+    several = len({budget for _, budget in steps}) > 1
     rows = []
-    for slug, (index, label) in sorted(steps.items(), key=lambda item: (item[1][0], item[0])):
-        row: dict[str, Any] = {"step_index": index, "step": slug, "label": label}
-        top1 = {name: {int(r.seed): float(r.top1) for r in recs if r.step == slug}
+    for (slug, budget), (index, label) in sorted(steps.items(), key=lambda item: (item[1][0], item[0][0], item[0][1])):
+        row: dict[str, Any] = {"step_index": index, "step": slug, "budget_epochs": budget,
+                               "label": label + (f" ({budget} ep)" if several else "")}
+        top1 = {name: {int(r.seed): float(r.top1) for r in recs if r.step == slug and r.budget == budget}
                 for name, recs in records.items()}
+        deltas = {name: _parent_deltas(recs, slug, budget) for name, recs in records.items()}
         for name in names:
             values = list(top1[name].values())
             row[f"{name}_n"] = len(values)
             row[f"{name}_top1_mean"] = float(np.mean(values)) if values else math.nan
             row[f"{name}_top1_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
             row[f"{name}_top1_ci95"] = mean_ci95(values)
+            parent, delta = deltas[name]
+            row[f"{name}_parent"] = parent
+            row[f"{name}_delta_vs_parent"] = float(np.mean(list(delta.values()))) if delta else math.nan
         for name in names[1:]:
             delta, low, high, p, test = difference(top1[name], top1[names[0]])
             key = f"{name}_minus_{names[0]}"
             row[key], row[f"{key}_ci95_low"], row[f"{key}_ci95_high"], row[f"{key}_p"] = delta, low, high, p
+            row[f"{key}_test"] = test
+            (parent_a, delta_a), (parent_b, delta_b) = deltas[names[0]], deltas[name]
+            key = f"{name}_minus_{names[0]}_delta"
+            if parent_a and parent_a == parent_b and delta_a and delta_b:
+                value, low, high, p, test = difference(delta_b, delta_a)
+            else:  # the step's parent is not the same in both (or missing): no difference of Δs
+                value = low = high = p = math.nan
+                test = ""
+            row[key], row[f"{key}_ci95_low"], row[f"{key}_ci95_high"], row[f"{key}_p"] = value, low, high, p
             row[f"{key}_test"] = test
         rows.append(row)
     return pd.DataFrame(rows)
@@ -138,7 +165,8 @@ def _fmt(value: float, spec: str = ".2f", signed: bool = False) -> str:
 
 def markdown(table: pd.DataFrame, names: list[str]) -> str:
     header = ["#", "step"] + [f"{n} top-1 % ± std (n)" for n in names] + \
-             [f"{n} − {names[0]} [95% CI]" for n in names[1:]]
+             [f"{n} − {names[0]} [95% CI]" for n in names[1:]] + [f"Δ parent in {n}" for n in names] + \
+             [f"Δ in {n} − Δ in {names[0]} [95% CI]" for n in names[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["--:", ":--"] + ["--:"] * (len(header) - 2)) + "|"]
     for _, row in table.iterrows():
         cells = [str(int(row["step_index"])) if row["step_index"] < 10**6 else "", row["step"]]
@@ -149,13 +177,22 @@ def markdown(table: pd.DataFrame, names: list[str]) -> str:
                 std = "" if math.isnan(row[f"{n}_top1_std"]) else f" ± {row[f'{n}_top1_std']:.2f}"
                 cells.append(f"{row[f'{n}_top1_mean']:.2f}{std} ({int(row[f'{n}_n'])})")
         for n in names[1:]:
-            key = f"{n}_minus_{names[0]}"
-            interval = ("" if math.isnan(row[f"{key}_ci95_low"]) else
-                        f" [{_fmt(row[f'{key}_ci95_low'], signed=True)}, {_fmt(row[f'{key}_ci95_high'], signed=True)}]")
-            test = f" ({row[f'{key}_test']})" if interval else ""
-            cells.append(_fmt(row[key], signed=True) + interval + test)
+            cells.append(_difference_cell(row, f"{n}_minus_{names[0]}"))
+        for n in names:
+            parent = row[f"{n}_parent"]
+            cells.append("—" if not isinstance(parent, str) else f"{_fmt(row[f'{n}_delta_vs_parent'], signed=True)} "
+                         f"(vs {parent})")
+        for n in names[1:]:
+            cells.append(_difference_cell(row, f"{n}_minus_{names[0]}_delta"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _difference_cell(row: pd.Series, key: str) -> str:
+    interval = ("" if math.isnan(row[f"{key}_ci95_low"]) else
+                f" [{_fmt(row[f'{key}_ci95_low'], signed=True)}, {_fmt(row[f'{key}_ci95_high'], signed=True)}]")
+    test = f" ({row[f'{key}_test']})" if interval else ""
+    return _fmt(row[key], signed=True) + interval + test
 
 
 def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Path) -> Path:

@@ -47,6 +47,28 @@ def largest_model_gmacs(study: StudyConfig, steps: list) -> float:
                for step in steps)
 
 
+def parse_jobs(value: str) -> int | None:
+    """`--jobs`: a positive number, or auto (None); anything else a ConfigError."""
+    if str(value).strip() == "auto":
+        return None
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise ConfigError(f"--jobs {value!r} must be a positive number or auto")
+    return jobs
+
+
+def capped_jobs(jobs: int) -> tuple[int, str | None]:
+    """More jobs than cores train no faster and split no thread: capped at the core count, with
+    the line that says so."""
+    cores = cpu_cores()
+    if jobs <= cores:
+        return jobs, None
+    return cores, f"note: --jobs {jobs} is more than the {cores} cores this process may use: {cores} jobs"
+
+
 def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on_gpu: bool,
                  world_size: int) -> tuple[int, int | None]:
     """How many runner processes to start, and each one's CPU threads (None: leave torch's).
@@ -57,13 +79,9 @@ def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on
     same whether its run trained alone, beside others, or resumed after the others were done.
     Otherwise (a GPU, DDP, big models) one job with every core. `--jobs N`: N jobs, the cores
     split between them."""
-    if value != "auto":
-        try:
-            jobs = int(value)
-        except ValueError:
-            jobs = 0
-        if jobs < 1:
-            raise ConfigError(f"--jobs {value!r} must be a positive number or auto")
+    jobs = parse_jobs(value)
+    if jobs is not None:
+        jobs = capped_jobs(jobs)[0]
         if jobs > 1 and (on_gpu or world_size > 1):
             raise ConfigError("--jobs > 1 runs several CPU runners at once; with GPUs or several devices per run "
                               "use --shard i/n for several jobs instead")

@@ -3,6 +3,7 @@ for batch jobs."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -115,7 +116,8 @@ class ProgressLine(pl.Callback):
     `  step 0 resnet50 seed 0 | epoch 1.00/1 | top-1 82.15% | 3929 img/s`."""
 
     def __init__(self, step_index: int | None, slug: str, seed: int, throughput: Any) -> None:
-        self.label = f"step {'' if step_index is None else f'{step_index} '}{slug} seed {seed}"
+        job = os.environ.get("ROADMAP_JOB")  # one of several jobs (--jobs): its lines say which
+        self.label = (f"[job {job}] " if job else "") + f"step {'' if step_index is None else f'{step_index} '}{slug} seed {seed}"
         self.throughput = throughput  # callbacks.Throughput: training img/s so far
         self.batches = 0
 
