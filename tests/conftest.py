@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -7,6 +8,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sigint_as_in_a_terminal() -> None:
+    """A suite started in the background (`nohup make test &`) inherits SIGINT ignored, which the
+    runner rightly keeps ignored, and so would every runner the tests start and signal. The
+    suite runs as in a terminal: Python's default SIGINT handler here, the default disposition
+    in every child (exec resets a handler). tests/faults/test_signals.py tests the ignored case."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

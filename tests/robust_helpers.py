@@ -13,15 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # 16 batches an epoch, 2 epochs, a checkpoint every second and at each epoch end; drop path
 # and Mixup so that every random draw must be restored exactly for a resumed run to match.
+# The benchmarks' kill and signal campaigns use it too (benchmarks/kill_campaign.py, signal_windows.py).
 TINY = """\
 preset: smoke
-name: tiny
+name: {name}
 steps: {steps}
 seeds: {seeds}
 train:
   synthetic_train_size: {train_size}
-  synthetic_val_size: 64
-  batch_size: 16
+  synthetic_val_size: {val_size}
+  batch_size: {batch_size}
   epochs: 2
   checkpoint_every_s: 1
   drop_path_rate: 0.1
@@ -29,10 +30,12 @@ train:
 """
 
 
-def tiny_study(folder: Path, steps: str = "patchify_stem", seeds: str = "[0]", train_size: int = 256) -> Path:
+def tiny_study(folder: Path, steps: str = "patchify_stem", seeds: str = "[0]", train_size: int = 256,
+               name: str = "tiny", val_size: int = 64, batch_size: int = 16) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny.yaml"
-    path.write_text(TINY.format(steps=steps, seeds=seeds, train_size=train_size))
+    path = folder / f"{name}.yaml"
+    path.write_text(TINY.format(name=name, steps=steps, seeds=seeds, train_size=train_size, val_size=val_size,
+                                batch_size=batch_size))
     return path
 
 
@@ -53,15 +56,21 @@ def main_args(config: Path, out: Path, *extra: str) -> list[str]:
     return ["--config", str(config), "--out", str(out), "--plots", str(out / "plots"), *extra]
 
 
-def records(out: Path, study: str = "tiny") -> dict[str, dict]:
-    """The study's records by run name; a run with two records fails (a duplicate)."""
-    found: dict[str, dict] = {}
+def records_by_run(out: Path, study: str = "tiny") -> dict[str, list[dict]]:
+    """Every record of the study's runs/ by run name (step and seed), as parsed JSON."""
+    found: dict[str, list[dict]] = {}
     for path in sorted((out / study / "runs").glob("*.json")):
         record = json.loads(path.read_text())
-        name = f"{record['step']}__seed{record['seed']}"
-        assert name not in found, f"two records of {name}"
-        found[name] = record
+        found.setdefault(f"{record['step']}__seed{record['seed']}", []).append(record)
     return found
+
+
+def records(out: Path, study: str = "tiny") -> dict[str, dict]:
+    """The study's records by run name; a run with two records fails (a duplicate)."""
+    found = records_by_run(out, study)
+    for name, rs in found.items():
+        assert len(rs) == 1, f"two records of {name}"
+    return {name: rs[0] for name, rs in found.items()}
 
 
 NUMBERS = ("top1", "top5", "val_loss")

@@ -176,3 +176,16 @@ print(json.dumps(out))
         # Table 10 to its rounding (ConvNeXt-T: 4.46 counted, 4.49 printed, docs/roadmap.md)
         assert abs(counted[step.slug] - step.paper_gmacs) <= (0.04 if step.slug == "convnext_t" else 0.02), step.slug
     assert list(home.rglob("*")) == [], "nothing written on a fresh machine"
+
+
+def test_the_record_schema_is_documented_field_by_field():
+    """docs/records.md's schema table names every written field of Record, and no other."""
+    import re
+    from dataclasses import fields
+
+    from convnext_roadmap.store.record import _NOT_WRITTEN, Record
+    text = (ROOT / "docs" / "records.md").read_text()
+    table = text[text.index("## The record schema"):text.index("## Studies side by side")]
+    documented = {name for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for name in re.findall(r"`(\w+)`", cell)}
+    written = {f.name for f in fields(Record)} - set(_NOT_WRITTEN)
+    assert documented == written, (written - documented, documented - written)

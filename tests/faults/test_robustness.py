@@ -1,6 +1,5 @@
 """Never lose a run: kill -9 and signals, concurrent runners, shards."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -8,30 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from robust_helpers import records as robust_records
+from robust_helpers import tiny_study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
-# Enough batches (256, ~6 s on the development CPU) that a run is interrupted mid-way and
-# checkpoints every second.
-STUDY = """\
-preset: smoke
-name: robust
-steps: {steps}
-train:
-  synthetic_train_size: {train_size}
-  synthetic_val_size: 256
-  batch_size: 32
-  epochs: 2
-  checkpoint_every_s: 1
-  drop_path_rate: 0.1
-  mixup_alpha: 0.8
-"""
-
-
+# Enough batches (256) that a run is interrupted mid-way and checkpoints every second.
 def study_file(tmp_path: Path, steps: str = "patchify_stem", train_size: int = 4096) -> Path:
-    path = tmp_path / "robust.yaml"
-    path.write_text(STUDY.format(steps=steps, train_size=train_size))
-    return path
+    return tiny_study(tmp_path, steps, train_size=train_size, name="robust", val_size=256, batch_size=32)
 
 
 def command(config: Path, out: Path, *extra: str) -> list[str]:
@@ -40,14 +23,7 @@ def command(config: Path, out: Path, *extra: str) -> list[str]:
 
 
 def records(out: Path) -> dict[str, dict]:
-    """The study's records by run name; a run with two records would be a duplicate."""
-    found: dict[str, dict] = {}
-    for path in (out / "robust" / "runs").glob("*.json"):
-        record = json.loads(path.read_text())
-        name = f"{record['step']}__seed{record['seed']}"
-        assert name not in found, f"two records of {name}"
-        found[name] = record
-    return found
+    return robust_records(out, "robust")
 
 
 def wait_for_checkpoint(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:

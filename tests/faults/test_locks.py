@@ -12,7 +12,7 @@ import pytest
 from convnext_roadmap.store import locks
 from convnext_roadmap.store.locks import run_lock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lock_race import dead_pid, race  # noqa: E402
