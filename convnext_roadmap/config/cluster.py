@@ -34,8 +34,8 @@ class ClusterConfig:
     account: str | None = None
     qos: str | None = None
     # SLURM's time limit of one task, as sbatch takes it: "HH:MM:SS", "D-HH:MM:SS" or "MM";
-    # a string (YAML reads 4:00:00 unquoted as the number 14400)
-    time: str = "01:00:00"
+    # a string (YAML reads 4:00:00 unquoted as the number 14400: a number is refused, saying so)
+    time: str | int = "01:00:00"
     cpus_per_task: int = 1
     gpus_per_node: int = 0
     mem_gb: float | None = None  # memory per node (None: the partition's default)
