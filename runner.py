@@ -9,6 +9,8 @@
   python runner.py plot [--study NAME]         tables and figures from results/, no training
   python runner.py evaluate --study NAME --step X --seed K   re-evaluate a run's saved weights
   python runner.py compare STUDY_A STUDY_B     per-step top-1 of studies side by side
+  python runner.py --config S.yaml --submit slurm   the study's remaining runs as one job array
+  python runner.py status --study NAME [--resubmit] a submitted study's runs and tasks
 
 Records go to results/<study>/runs/, tables to results/<study>/, figures to plots/<study>/.
 Running the same command again skips finished runs and resumes interrupted ones.

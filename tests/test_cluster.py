@@ -317,6 +317,38 @@ def test_cluster_keys_must_match_a_ddp_run(fake_slurm, capsys):
     assert_one_line_error(result, "--shard")
 
 
+def test_imagenet_example_script_is_a_ddp_submission(fake_slurm):
+    """slurm/imagenet_array.sbatch, a thin example of --submit: the runner arguments it passes
+    (a stand-in python records them) make a valid DDP request, and its sbatch script asks for
+    4 nodes x 8 tasks x 8 GPUs with the signal and the requeue."""
+    import submitit
+
+    import runner
+    from convnext_roadmap.config.load import load_study
+    from convnext_roadmap.study.cluster import check_request, make_executor
+    stub = fake_slurm / "python"
+    stub.write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$FAKE_SLURM/args"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(stub), "IMAGENET": "/data/imagenet", "ACCOUNT": "proj42"}
+    subprocess.run(["bash", str(ROOT / "slurm" / "imagenet_array.sbatch"), "--dry-run"], env=env, check=True,
+                   timeout=60)
+    argv = (fake_slurm / "args").read_text().splitlines()
+    assert argv[0] == "runner.py" and argv[-3:] == ["--submit", "slurm", "--dry-run"]
+    args = runner.build_parser().parse_args(argv[1:])
+    study, _ = load_study(args.preset, None, runner.overrides_from(args))
+    assert study.train.data_dir == "/data/imagenet" and study.cluster.account == "proj42"
+    check_request(study, "slurm")  # 4 x 8 tasks for a run of devices 8 x num_nodes 4
+    pool = make_executor(submitit, "slurm", fake_slurm / "logs" / "%j", study, tasks=12, slots=4)
+    lines = sbatch_lines_of(pool._make_submission_file_text("python -m task", "uid"))
+    for line in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=10", "--mem=480GB",
+                 "--time=1440", "--partition=gpu", "--account=proj42", "--signal=USR2@120", "--requeue"):
+        assert f"#SBATCH {line}" in lines, (line, sorted(lines))
+
+
+def sbatch_lines_of(text: str) -> set[str]:
+    return {line for line in text.splitlines() if line.startswith("#SBATCH")}
+
+
 def test_submit_dry_run_prints_the_packing(tmp_path, capsys):
     result = run_main(capsys, "--preset", "smoke", "--submit", "slurm", "--dry-run", "--set",
                       'cluster.time="00:05:00"', "--set", "cluster.signal_delay_s=60", "--out", str(tmp_path / "out"))
