@@ -31,7 +31,7 @@ preset: smoke
 name: {name}
 steps: "0,15"
 train:
-  epochs: 4
+  epochs: 5
   batch_size: 32
   checkpoint_every_s: 1
   drop_path_rate: 0.1
@@ -361,7 +361,7 @@ def test_submit_dry_run_prints_the_packing(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_local_submission_records_equal_a_plain_run(tmp_path, plain, own_tasks):
+def test_local_submission_records_equal_a_plain_run(tmp_path, plain, own_tasks, capsys):
     """Submitted through submitit's LocalExecutor (real processes, one thread per task), the
     records are the plain runner's, bit for bit; the first status that finds everything done
     draws the tables and figures, once."""
@@ -377,12 +377,12 @@ def test_local_submission_records_equal_a_plain_run(tmp_path, plain, own_tasks):
     assert "study cl: 2 run(s) - 2 done" in result.stdout
     assert "every run is recorded and no task is left" in result.stdout
     assert (plots / "cl" / "roadmap.png").exists() and (out / "cl" / "results.csv").exists()
-    result = runner("status", "--study", "cl", "--out", str(out))
+    result = run_main(capsys, "status", "--study", "cl", "--out", str(out))
     assert "tables and figures were drawn at" in result.stdout and "wrote" not in result.stdout
 
 
 @pytest.mark.slow
-def test_killed_task_is_resubmitted_and_the_study_completes(tmp_path, plain, own_tasks):
+def test_killed_task_is_resubmitted_and_the_study_completes(tmp_path, plain, own_tasks, capsys):
     """kill -9 on a task's process mid-run: status names the failed task, its run and its log;
     a second --submit while the tasks are live submits nothing; status --resubmit trains the
     killed run again, from its checkpoint: one record per run, each the plain run's."""
@@ -392,7 +392,7 @@ def test_killed_task_is_resubmitted_and_the_study_completes(tmp_path, plain, own
     assert result.returncode == 0, result.stderr
     assert "2 run(s) in 2 task(s), 1 run(s) per task" in result.stdout
     sub = latest_submission(out, "cl")
-    result = runner(*args, "--submit", "local")  # while both tasks are live: nothing new
+    result = run_main(capsys, *args, "--submit", "local")  # while both tasks are live: nothing new
     assert result.returncode == 0, result.stderr
     assert "nothing to submit" in result.stdout and "submitted" not in result.stdout
     victim = next(t for t in sub["tasks"] if t["runs"][0]["name"] == "resnet50__seed0")
@@ -404,20 +404,20 @@ def test_killed_task_is_resubmitted_and_the_study_completes(tmp_path, plain, own
     from convnext_roadmap.study.cluster import _local_alive
     wait_for(lambda: not _local_alive(int(victim["job_id"])), what="the killed task's controller")
 
-    result = runner("status", "--study", "cl", "--out", str(out))
+    result = run_main(capsys, "status", "--study", "cl", "--out", str(out))
     assert result.returncode == 0, result.stderr
     failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "runs resnet50__seed0;" in failed[0], result.stdout
     assert str(Path(sub["logs"]) / victim["job_id"] / f"{victim['job_id']}_0_log.err") in failed[0]
     assert "ended without a result (killed" in result.stdout
-    result = runner("status", "--study", "cl", "--out", str(out), "--resubmit")
+    result = run_main(capsys, "status", "--study", "cl", "--out", str(out), "--resubmit")
     assert result.returncode == 0, result.stderr
     assert "resubmitting 1 run(s)" in result.stdout and "1 run(s) in 1 task(s)" in result.stdout
     wait_for(lambda: tasks_over(out, "cl"), what="the resubmitted task")
     assert numbers(out, "cl") == plain
     log = "".join(p.read_text() for p in out.glob("cl/cluster/*/logs/*/*_log.out"))
     assert "resnet50 seed 0 (resuming)" in log
-    result = runner("status", "--study", "cl", "--out", str(out))
+    result = run_main(capsys, "status", "--study", "cl", "--out", str(out))
     assert "study cl: 2 run(s) - 2 done" in result.stdout
     assert "its runs are recorded since" in result.stdout
 

@@ -327,14 +327,27 @@ class StudyTask:
         from ..store.locks import run_lock
         (self.submission_dir / "tasks").mkdir(parents=True, exist_ok=True)
         self._beat("waiting")
-        while True:
-            for k in range(self.slots):
-                with run_lock(self.submission_dir / "slots" / f"{k}.lock") as acquired:
-                    if acquired:
-                        yield
-                        return
-            signals.check("waiting for a slot, nothing trained")
-            time.sleep(1.0)
+        stopped: list[str] = []
+        # submitit lets SIGTERM pass in a task: while it waits, SIGTERM, SIGINT or SIGUSR2 end it
+        watched = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+        before = {sig: signal.signal(sig, lambda signum, frame: stopped.append(signal.Signals(signum).name))
+                  for sig in watched}
+        try:
+            while not stopped:
+                for k in range(self.slots):
+                    with run_lock(self.submission_dir / "slots" / f"{k}.lock") as acquired:
+                        if acquired:
+                            for sig, handler in before.items():
+                                signal.signal(sig, handler)
+                            before.clear()
+                            yield
+                            return
+                time.sleep(0.5)
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+        raise TaskFailed(f"task {self.index} was stopped by {stopped[0]} while it waited for a slot; nothing of it "
+                         "was trained: python runner.py status --resubmit")
 
 
 class _ErrorLines:
