@@ -228,10 +228,20 @@ def train_command(args: argparse.Namespace) -> int:
     from convnext_roadmap.train.weights import check_pretrained, ensure_torchvision_weights
     check_installed(study.logger)
     check_pretrained(study)
+    from convnext_roadmap.train.gpu import check_accelerator
+    check_accelerator(study.train)  # a GPU that torch's CUDA build cannot use is an error, not a CPU run
+    from convnext_roadmap.train.world import SOLO, start_world
+    # DDP: every rank in the process group before anything is decided (train/world.py)
+    world = start_world(study) if not (args.dry_run or args.submit) else SOLO
     if study.train.dataset == "imagefolder" and study.train.data_dir:  # every class and file, before any run
         from convnext_roadmap.data.image_folder import check_image_folder_once
-        from convnext_roadmap.data.registry import fingerprint
-        check_image_folder_once(Path(study.train.data_dir).resolve(), fingerprint(study.train))
+        from convnext_roadmap.data.registry import fingerprint, share_fingerprint
+
+        def check_folder() -> str:
+            check_image_folder_once(Path(study.train.data_dir).resolve(), fingerprint(study.train))
+            return fingerprint(study.train)
+        # rank 0 stats the folder's files, the other ranks take its fingerprint (or its error)
+        share_fingerprint(study.train, world.decide_on_zero(check_folder))
     check_trainable(study)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(study, args.out, shard=shard)
@@ -250,7 +260,8 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"note: {others} record(s) of other configs of study {study.name} are kept in "
               f"{args.out / study.name / 'runs'} and left out of its tables and figures")
     signals.check("nothing was trained yet")
-    if not args.dry_run and process_rank() == 0:
+    rank_zero = world.is_zero if world.size > 1 else process_rank() == 0
+    if not args.dry_run and rank_zero:
         write_study_manifest(study, preset, args.out)
     if args.submit:  # one job array of the remaining runs (a dry run: how they would be packed)
         from convnext_roadmap.study.cluster import submit_study
@@ -296,13 +307,14 @@ def train_command(args: argparse.Namespace) -> int:
         if threads:
             torch.set_num_threads(threads)
         try:
-            code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile)
+            code = execute(study, preset, runs, args.out, retry_failed=args.retry_failed, profile=args.profile,
+                           world=world)
         finally:
             torch.set_num_threads(before)  # runner.main called from Python leaves the caller's threads
     if code == 130:  # the jobs were stopped: each said what it kept; the resume line comes last
         raise signals.RunInterrupted(signals.received() or "a stop signal", "the runs in progress keep their "
                                      "checkpoints, finished runs their records")
-    if shard == (0, 1) and process_rank() == 0 and not args.no_report:  # shards: `runner.py plot` at the end
+    if shard == (0, 1) and rank_zero and not args.no_report:  # shards: `runner.py plot` at the end
         from convnext_roadmap.report import draw_figures, markdown_table, write_tables
         study_dir = args.out / study.name
         table = write_tables(study_dir)

@@ -272,7 +272,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_p
     # a GPU in the machine does not decide for a run forced onto the CPU, and a GPU study
     # planned where there is no GPU assumes a current one
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert precision.resolve_precision("auto", "cpu") == "32-true"
     assert precision.resolve_precision("auto", "gpu") == "16-mixed"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

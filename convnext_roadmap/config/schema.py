@@ -48,9 +48,24 @@ class TrainConfig:
     randaugment_ops: int = 0  # 0 = off; the paper: 9 magnitude, 2 ops ("rand-m9-mstd0.5")
     randaugment_magnitude: int = 9
     random_erasing: float = 0.0
+    # How RandAugment and Random Erasing are drawn (docs/recipe.md). torchvision: its RandAugment
+    # (magnitude of 31 bins, every op applied, no noise) and erasing with zeros. timm: ConvNeXt's
+    # rand-m{magnitude}-mstd{randaugment_magnitude_std}-inc1 (magnitude of 10, each op with p 0.5,
+    # the increasing ops) in data/recipe_augment.py; pixel: erasing with random normal values.
+    randaugment_impl: str = "torchvision"
+    randaugment_magnitude_std: float = 0.0  # timm's mstd: the magnitude's noise per op (timm only)
+    random_erasing_mode: str = "zeros"  # zeros (torchvision's) or pixel (timm's --remode pixel)
+    interpolation: str = "bilinear"  # resizing (RandomResizedCrop, validation resize) and timm's geometric ops
+    # In-memory data sets: images that share one draw of RandAugment and erasing parameters with
+    # the torchvision transforms (which draw once per call); 1: per image. timm's ops: per image.
+    augment_chunk: int = 16
     crop_padding: int | None = 4  # in-memory data sets: random crop after zero padding (null or 0: none)
     hflip: bool = True
     drop_path_rate: float = 0.0
+    # Batches whose gradients are summed before each optimizer step (Lightning's
+    # accumulate_grad_batches; ConvNeXt's --update_freq): the global batch, which scales lr, is
+    # batch_size x devices x nodes x this.
+    accumulate_grad_batches: int = 1
     ema_decay: float | None = None  # None: no EMA, as in the roadmap
     train_subset: int | None = None  # first N of a fixed random permutation (None: all)
     val_subset: int | None = None
@@ -119,12 +134,32 @@ class TrainConfig:
                               "folders crop with RandomResizedCrop: set train.crop_padding=null")
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        self.check_augmentation()
         for name in ("min_lr", "weight_decay", "mixup_alpha", "cutmix_alpha", "randaugment_ops", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
         self.check_lightning_names()
+
+    def check_augmentation(self) -> None:
+        choices = {"randaugment_impl": ("torchvision", "timm"), "random_erasing_mode": ("zeros", "pixel"),
+                   "interpolation": ("bilinear", "bicubic")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train.{name}: {getattr(self, name)!r} is unknown; allowed: {', '.join(allowed)}")
+        if self.randaugment_magnitude_std < 0:
+            raise ConfigError(f"train.randaugment_magnitude_std must be >= 0, got {self.randaugment_magnitude_std}")
+        if self.randaugment_impl == "torchvision" and self.randaugment_magnitude_std:
+            raise ConfigError("train.randaugment_magnitude_std applies to train.randaugment_impl=timm only "
+                              "(torchvision's RandAugment has no magnitude noise)")
+        top = 10 if self.randaugment_impl == "timm" else 30
+        if not 0 <= self.randaugment_magnitude <= top:
+            raise ConfigError(f"train.randaugment_magnitude must be in [0, {top}] with randaugment_impl="
+                              f"{self.randaugment_impl}, got {self.randaugment_magnitude}")
+        for name in ("augment_chunk", "accumulate_grad_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
 
     def check_lightning_names(self) -> None:
         """precision, accelerator, strategy and devices as Lightning takes them (a wrong one was

@@ -32,7 +32,8 @@ from torchvision.transforms import v2
 
 from ..errors import DataError
 from ..store.files import atomic_write_text
-from .in_memory import curve_indices
+from .in_memory import curve_indices, even_batch_count, even_shard
+from .recipe_augment import PixelRandomErasing, TimmRandAugment
 from .registry import CACHE_DIR
 from .seeding import derive_seed
 
@@ -98,6 +99,27 @@ class ShardSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
+
+
+class EvenShardBatches(Sampler):
+    """Validation under DDP: this rank's contiguous share (shares differ by one image at most),
+    in the same number of batches on every rank. A rank with a batch less than the others left
+    them waiting in that batch's collectives (DDP's buffer broadcast, the stop agreement)."""
+
+    def __init__(self, size: int, shard: tuple[int, int], batch_size: int) -> None:
+        rank, world = shard
+        count = even_batch_count(size, world, batch_size)
+        indices = even_shard(size, rank, world)
+        if len(indices) < count:
+            raise DataError(f"{size} validation images cannot be split into {count} batch(es) on each of {world} "
+                            "ranks: raise train.val_subset or train.batch_size, or use fewer devices")
+        self.batches = [chunk.tolist() for chunk in torch.tensor_split(indices, count)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
 
 
 class SeededSamples(Dataset):
@@ -251,15 +273,21 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise DataError(f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ "
                             "class sub-folders (ImageNet or Imagenette layout); pass --data-dir")
         r = cfg.resolution
-        train_ops: list[Any] = [v2.RandomResizedCrop(r, antialias=True)]
+        resize = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}[cfg.interpolation]
+        train_ops: list[Any] = [v2.RandomResizedCrop(r, interpolation=resize, antialias=True)]
         if cfg.hflip:
             train_ops.append(v2.RandomHorizontalFlip())
-        if cfg.randaugment_ops:
+        if cfg.randaugment_ops and cfg.randaugment_impl == "timm":
+            train_ops.append(TimmRandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude,
+                                             cfg.randaugment_magnitude_std, interpolation=cfg.interpolation))
+        elif cfg.randaugment_ops:
             train_ops.append(v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude))
         train_ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        if cfg.random_erasing:
+        if cfg.random_erasing and cfg.random_erasing_mode == "pixel":
+            train_ops.append(PixelRandomErasing(cfg.random_erasing, "pixel"))
+        elif cfg.random_erasing:
             train_ops.append(v2.RandomErasing(cfg.random_erasing))
-        val_ops = [v2.Resize(int(r / 0.875), antialias=True), v2.CenterCrop(r), v2.ToImage(),
+        val_ops = [v2.Resize(int(r / 0.875), interpolation=resize, antialias=True), v2.CenterCrop(r), v2.ToImage(),
                    v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         self.train_transform = v2.Compose(train_ops)
         classes = check_image_folder(root.resolve(), check_files=False)  # the runner checked the files before
@@ -314,4 +342,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self._val_loader(self.val_set)
 
     def _val_loader(self, dataset: Any) -> DataLoader:
+        rank, world = self._shard()
+        if world > 1:  # every rank the same number of batches (EvenShardBatches)
+            kwargs = {k: v for k, v in self._loader_kwargs().items() if k != "batch_size"}
+            return DataLoader(dataset, batch_sampler=EvenShardBatches(len(dataset), (rank, world),
+                                                                      self.cfg.batch_size), **kwargs)
         return DataLoader(dataset, sampler=ShardSampler(len(dataset), self._shard()), **self._loader_kwargs())

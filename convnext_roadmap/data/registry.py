@@ -40,7 +40,10 @@ CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "co
 # ---------------------------------------------------------------------------- reading files
 
 def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format), gzipped or not."""
+    """An IDX file (the MNIST format), gzipped or not. Not torchvision's reader
+    (datasets.mnist.read_sn3_pascalvincent_tensor): it opens plain files only, and Debian's
+    dataset-fashion-mnist ships them gzipped; reading those through torchvision would first
+    decompress a copy of each onto disk."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
@@ -195,7 +198,7 @@ def fingerprint(cfg: TrainConfig) -> str:
     in-memory data set (the same data gives the same fingerprint, wherever its files came
     from), of the file names and sizes of an image folder. Enters every run's hash, so that
     fixed or changed data trains again, while where the data lives (data_dir) does not."""
-    key = (cfg.dataset, cfg.data_dir, cfg.synthetic_train_size, cfg.synthetic_val_size, cfg.resolution)
+    key = _fingerprint_key(cfg)
     if key in _FINGERPRINTS:
         return _FINGERPRINTS[key]
     digest = hashlib.sha256()
@@ -204,15 +207,62 @@ def fingerprint(cfg: TrainConfig) -> str:
             digest.update(f"{split}{tuple(images.shape)}{tuple(labels.shape)}".encode())
             digest.update(images.contiguous().numpy().tobytes())
             digest.update(labels.contiguous().numpy().tobytes())
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
     else:
-        root = Path(cfg.data_dir or "")
-        for split in ("train", "val"):
-            for directory, _, files in sorted(os.walk(root / split)):
-                for name in sorted(files):
-                    path = Path(directory) / name
-                    digest.update(f"{path.relative_to(root)}:{path.stat().st_size};".encode())
-    _FINGERPRINTS[key] = digest.hexdigest()[:16]
+        _FINGERPRINTS[key] = folder_fingerprint(Path(cfg.data_dir or ""))
     return _FINGERPRINTS[key]
+
+
+def _fingerprint_key(cfg: TrainConfig) -> tuple:
+    return (cfg.dataset, cfg.data_dir, cfg.synthetic_train_size, cfg.synthetic_val_size, cfg.resolution)
+
+
+def share_fingerprint(cfg: TrainConfig, value: str) -> None:
+    """Take the fingerprint another rank computed (train/world.py: rank 0 stats the files)."""
+    _FINGERPRINTS[_fingerprint_key(cfg)] = value
+
+
+def _folder_digest(root: Path) -> str:
+    """The names and sizes of an image folder's files: a stat() of every file."""
+    digest = hashlib.sha256()
+    for split in ("train", "val"):
+        for directory, _, files in sorted(os.walk(root / split)):
+            for name in sorted(files):
+                path = Path(directory) / name
+                digest.update(f"{path.relative_to(root)}:{path.stat().st_size};".encode())
+    return digest.hexdigest()[:16]
+
+
+def folder_fingerprint(root: Path) -> str:
+    """An image folder's fingerprint (_folder_digest), kept in the cache under the state of its
+    folders (the path, modification time and entry count of train/, val/ and every class folder:
+    a file added, removed or renamed changes them). ImageNet's 1.33M file stats, minutes on a
+    shared file system, are then paid once per state of the folder, not at every start of every
+    rank. A file rewritten in place under its old name (cp over it) changes no folder: touch its
+    class folder, or delete ~/.cache/convnext-roadmap/folder-fingerprints/, to have it seen."""
+    state = hashlib.sha256(str(root.resolve()).encode())
+    try:
+        for split in ("train", "val"):
+            for directory, subdirs, files in sorted(os.walk(root / split)):
+                stat = os.stat(directory)
+                state.update(f"{Path(directory).relative_to(root)}:{stat.st_mtime_ns}:{len(subdirs)}:"
+                             f"{len(files)};".encode())
+    except OSError:
+        return _folder_digest(root)
+    cached = CACHE_DIR / "folder-fingerprints" / f"{state.hexdigest()[:24]}.txt"
+    try:
+        value = cached.read_text().strip()
+        if len(value) == 16:
+            return value
+    except OSError:
+        pass
+    value = _folder_digest(root)
+    try:
+        from ..store.files import atomic_write_text
+        atomic_write_text(cached, value + "\n")
+    except OSError:  # no writable cache: computed again next time
+        pass
+    return value
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -5,7 +5,8 @@ A lock is created whole, with its owner in it ("host pid token"): the owner is w
 temporary file that is then hard-linked to the lock's name, which fails if the lock exists
 (atomic, and safe on NFS, where O_EXCL was not always). A lock whose owner is a dead process
 on this host is stale and taken over; a lock of another host never is (its processes cannot
-be seen from here). An empty or unreadable lock file (a full disk, a writer of an older
+be seen from here), except one of an earlier incarnation of this same SLURM job (a requeue:
+the owner names its job id and restart count). An empty or unreadable lock file (a full disk, a writer of an older
 version killed half-way) is stale once it is older than LOCK_GRACE_S.
 
 Taking over is atomic: only the process holding the lock's breaker (`<lock>.break`, created
@@ -45,7 +46,30 @@ def _mode() -> int:
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex[:12]}"
+    job = _slurm_incarnation()
+    tag = f" slurm:{job[0]}.{job[1]}" if job else ""
+    return f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex[:12]}{tag}"
+
+
+def _slurm_incarnation() -> tuple[str, int] | None:
+    """(job id, restart count) of this process's SLURM job: a requeued job keeps its id and
+    counts one more restart (SLURM_RESTART_COUNT)."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return (job, int(restarts) if restarts.isdigit() else 0) if job else None
+
+
+def _requeued_away(parts: list[str]) -> bool:
+    """A lock taken by an earlier incarnation of this very SLURM job (the same job id, fewer
+    restarts): that incarnation ended when the job was requeued, on whichever host it ran.
+    Without this, a requeued multi-node job that landed on other hosts found its own lock of
+    another host, never stale, and skipped the run for ever."""
+    mine = _slurm_incarnation()
+    tag = next((part for part in parts[3:] if part.startswith("slurm:")), None)
+    if mine is None or tag is None:
+        return False
+    job, _, restarts = tag[len("slurm:"):].rpartition(".")
+    return job == mine[0] and restarts.isdigit() and int(restarts) < mine[1]
 
 
 def _create(path: Path, content: str) -> bool:
@@ -93,6 +117,8 @@ def stale_lock(path: Path) -> tuple[int, int, int] | None:
         text = ""
     parts = text.split()
     if len(parts) >= 2 and parts[1].isdigit():
+        if _requeued_away(parts):
+            return _identity(stat)
         if parts[0] != socket.gethostname():
             return None  # we cannot see the other host's processes
         try:

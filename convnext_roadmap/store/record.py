@@ -76,6 +76,10 @@ class Record:
     device: str | None = None
     versions: dict[str, str] | None = None
     pointwise: dict[str, str] | None = None  # each 1x1 conv's conv-or-matmul choice (fp32 CPU runs)
+    # compile runs only (None: not compiled): whether dynamo kept the network compiled the whole
+    # run (no recompile limit hit), and how many graphs it compiled
+    compiled: bool | None = None
+    compiled_graphs: int | None = None
     git_commit: str | None = None
     git_dirty: bool | None = None
     finished_at: str | None = None

@@ -17,7 +17,7 @@ from ..data.seeding import derive_seed
 
 class DeterministicResume(pl.Callback):
     """Make a run a pure function of its seed, even across interruptions: the global RNG (drop
-    path, Mixup/CutMix) is reseeded from (seed, epoch, batch) before every batch, and the
+    path, Mixup/CutMix) is reseeded from (seed, epoch, batch[, rank]) before every batch, and the
     in-memory loader learns how many batches were trained on, which its checkpointed state
     records (this callback runs before ModelCheckpoint, which Lightning always puts last)."""
 
@@ -25,7 +25,10 @@ class DeterministicResume(pl.Callback):
         self.seed = seed
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        torch.manual_seed(derive_seed(self.seed, trainer.current_epoch, batch_idx, 2))
+        # Under DDP each rank draws its own Mixup/CutMix and drop-path numbers, as timm and the
+        # ConvNeXt code seed by rank; rank 0's are those of a one-process run (rank left out).
+        rank = trainer.global_rank
+        torch.manual_seed(derive_seed(self.seed, trainer.current_epoch, batch_idx, 2, *((rank,) if rank else ())))
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -128,14 +128,30 @@ class EpochEndCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path)
 
 
-def agreed(trainer: pl.Trainer) -> str | None:
+# Under DDP, the batches between two agreements on a stop signal (an all-reduce and a host sync
+# each) and between two looks at the checkpoint clock (ModelCheckpoint broadcasts rank 0's):
+# a stop then waits up to this many batches, never a collective per batch.
+AGREE_EVERY = 20
+
+
+def agreed(trainer: pl.Trainer, batch_idx: int | None = None) -> str | None:
     """Whether any rank of a run received a stop signal: all ranks must stop at the same
-    batch (a checkpoint is a collective). One tiny all-reduce per batch under DDP."""
+    batch (a checkpoint is a collective). One process: this process's signal, at every batch.
+    DDP: one tiny all-reduce, at every AGREE_EVERY-th batch (`batch_idx`; None: now); None
+    in between, on every rank alike."""
     mine = signals.received()
     if trainer.world_size > 1:
+        if batch_idx is not None and (batch_idx + 1) % AGREE_EVERY:
+            return None
         anyone = trainer.strategy.reduce_boolean_decision(mine is not None, all=False)
         return (mine or "a signal to another rank") if anyone else None
     return mine
+
+
+def at_step_boundary(trainer: pl.Trainer) -> bool:
+    """Is the optimizer step of this batch done (no gradients being accumulated)? A checkpoint
+    holds no gradients: one saved in the middle of accumulate_grad_batches lost them."""
+    return not trainer.fit_loop.epoch_loop._should_accumulate()
 
 
 def validation_follows(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -156,7 +172,9 @@ class PatientModelCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not validation_follows(trainer, batch_idx):
+        if trainer.world_size > 1 and (batch_idx + 1) % AGREE_EVERY:
+            return  # under DDP the clock is read (rank 0's broadcast) every AGREE_EVERY batches
+        if not validation_follows(trainer, batch_idx) and at_step_boundary(trainer):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
@@ -171,6 +189,7 @@ class GracefulStop(pl.Callback):
         self.checkpoint_path = checkpoint_path
         self.run_name = run_name
         self._finish_validation = False
+        self._pending: str | None = None  # agreed in the middle of gradient accumulation
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signals.reassert()
@@ -184,7 +203,11 @@ class GracefulStop(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        name = agreed(trainer)
+        name = self._pending or agreed(trainer, batch_idx)
+        self._pending = None
+        if name and not at_step_boundary(trainer):
+            self._pending = name  # stop at the end of this optimizer step's batches
+            return
         if name and not validation_follows(trainer, batch_idx):
             # Lightning logs this batch's training row after the batch-end hooks, which the
             # interruption skips: log it now, so that the curve keeps it (train/csv_log.py).
@@ -198,10 +221,11 @@ class GracefulStop(pl.Callback):
         in_fit = trainer.state.fn == TrainerFn.FITTING
         self._finish_validation = in_fit and agreed(trainer) is not None
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._finish_validation:
             return
-        name = agreed(trainer)
+        name = agreed(trainer, batch_idx)
         if name:
             raise RunInterrupted(name, f"{self.run_name} stopped in validation; its last checkpoint is kept")
 

@@ -62,6 +62,14 @@ class RoadmapClassifier(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self._nonfinite = torch.zeros((), dtype=torch.bool)
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Images in the network's memory layout: a DataLoader of image-folder samples collates
+        NCHW, and a channels_last network would convert inside each conv (on the GPU). The
+        in-memory batches are channels_last already (`contiguous` returns them as they are)."""
+        if self.cfg.channels_last and isinstance(batch, (tuple, list)) and batch and batch[0].dim() == 4:
+            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
@@ -78,7 +86,14 @@ class RoadmapClassifier(pl.LightningModule):
         return loss
 
     def check_finite(self) -> None:
-        if bool(self._nonfinite):
+        """Raise DivergedError if the loss was NaN/inf on this rank, or under DDP on any rank (one
+        all-reduce, every FINITE_CHECK_EVERY batches: every rank raises at the same batch;
+        one rank raising alone left the others waiting in the next collective)."""
+        nonfinite = bool(self._nonfinite)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            nonfinite = trainer.strategy.reduce_boolean_decision(nonfinite, all=False)
+        if nonfinite:
             raise DivergedError(self.current_epoch, self.global_step)
 
     def on_train_epoch_end(self) -> None:
@@ -104,7 +119,8 @@ class RoadmapClassifier(pl.LightningModule):
         for name, param in self.model.named_parameters():
             # No weight decay on biases, norms and layer scale (as timm / the ConvNeXt code).
             (no_decay if param.ndim <= 1 or name.endswith("gamma") else decay).append(param)
-        lr = cfg.lr * cfg.batch_size * self.world_size / cfg.lr_reference_batch
+        # the global batch of one optimizer step: per device x devices x nodes x accumulated batches
+        lr = cfg.lr * cfg.batch_size * self.world_size * cfg.accumulate_grad_batches / cfg.lr_reference_batch
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if cfg.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=True)

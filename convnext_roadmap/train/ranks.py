@@ -27,5 +27,9 @@ def process_rank() -> int:
 def world_size_of(study: StudyConfig) -> int:
     """Processes that train one run together, when the config says (devices x num_nodes)."""
     devices = str(study.train.devices)
-    per_node = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1
+    if devices.strip() in ("auto", "-1"):  # as Lightning takes them: every CUDA device of the node, else 1
+        from .gpu import auto_devices
+        per_node = auto_devices(study.train.accelerator)
+    else:
+        per_node = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1
     return per_node * study.train.num_nodes

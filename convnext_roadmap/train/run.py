@@ -27,12 +27,14 @@ from convnext_steps.complexity import count_macs, count_params, gmacs_at_224
 from .. import signals
 from ..config.schema import StudyConfig, TrainConfig
 from ..data.loading import make_datamodule
+from ..errors import ConfigError
 from ..signals import RunInterrupted
 from ..store.record import Record
 from ..store.records import git_state
 from .callbacks import POINTWISE_KEY, DeterministicResume, ProgressLine, Throughput, thread_warning
 from .checkpoints import AtomicCheckpointIO, EpochEndCheckpoint, GracefulStop, PatientModelCheckpoint, resume_point
 from .csv_log import CurveKeeper, ResumableCSVLogger, checkpoint_rows
+from .gpu import compiled_state, gpu_trainer_kwargs, prepare_gpu_run, start_compiled_run, uses_cuda
 from .module import RoadmapClassifier
 from .precision import cpu_model, resolve_precision
 from .ranks import process_rank, world_size_of
@@ -75,7 +77,13 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     pointwise = {} if saved is None else saved.get(POINTWISE_KEY)
     del saved  # Lightning loads it again; do not hold two copies during training
     trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
-                                      "num_nodes": cfg.num_nodes, "strategy": cfg.strategy}
+                                      "num_nodes": cfg.num_nodes, "strategy": cfg.strategy,
+                                      **gpu_trainer_kwargs(cfg)}  # cuDNN autotuning on CUDA; nothing on the CPU
+    if cfg.accumulate_grad_batches != 1:
+        trainer_kwargs["accumulate_grad_batches"] = cfg.accumulate_grad_batches
+    prepare_gpu_run(cfg)  # TF32 matmuls on CUDA; nothing on the CPU
+    if hasattr(datamodule, "prefetch"):
+        datamodule.prefetch = uses_cuda(cfg)  # in-memory batches pinned and prepared a step ahead
     stopper = GracefulStop(run.checkpoint_dir / "last.ckpt", run.name)
     throughput = Throughput()
     callbacks: list[pl.Callback] = [
@@ -109,6 +117,12 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
                          num_sanity_val_steps=0, deterministic=False,
                          use_distributed_sampler=False,  # the loaders shard by rank themselves (exact resume)
                          **trainer_kwargs)
+    if trainer.world_size != world_size_of(study):
+        # the run's hash and its lr scaling hold the planned world size: training on another is another run
+        raise ConfigError(f"train.devices={cfg.devices!r} x num_nodes={cfg.num_nodes} made Lightning start "
+                          f"{trainer.world_size} process(es), where the study planned {world_size_of(study)}: "
+                          "give the number of devices (--devices N)")
+    compile_counters = start_compiled_run() if cfg.compile else None  # before the model: dynamo forgets old runs
     module = RoadmapClassifier(run.step, cfg, datamodule.num_classes, datamodule.in_chans,
                                world_size=trainer.world_size)
     autotune.use_choices(module.model, pointwise)
@@ -153,6 +167,12 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     })
     if profiler is not None:
         record.time_split = time_split(profiler, record.wall_time_s)
+    if compile_counters is not None:
+        state = compiled_state(compile_counters)
+        record.compiled, record.compiled_graphs = state["compiled"], state["compiled_graphs"]
+        if state["recompile_limit_hit"] and trainer.is_global_zero:
+            print(f"warning: {run.name}: torch.compile hit dynamo's recompile limit; part of the run trained "
+                  "eagerly (its img/s is not a compiled run's)", file=sys.stderr, flush=True)
     return record
 
 
