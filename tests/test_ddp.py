@@ -66,6 +66,7 @@ def ddp_study(tmp_path_factory):
     return result, records, locks, trace
 
 
+@pytest.mark.slow  # one 2-process study of 4 runs for these four tests: ~30 s
 def test_a_lock_rank_0_cannot_take_is_skipped_by_every_rank(ddp_study):
     result, records, locks, _ = ddp_study
     output = result.stdout + result.stderr[-3000:]
@@ -77,6 +78,7 @@ def test_a_lock_rank_0_cannot_take_is_skipped_by_every_rank(ddp_study):
     assert records["convnext_t"]["status"] == "done" and records["convnext_t"]["world_size"] == 2
 
 
+@pytest.mark.slow  # one 2-process study of 4 runs for these four tests: ~30 s
 def test_a_nan_on_one_rank_fails_the_run_on_every_rank(ddp_study):
     result, records, _, _ = ddp_study
     assert records["patchify_stem"]["status"] == "failed", result.stdout
@@ -86,6 +88,7 @@ def test_a_nan_on_one_rank_fails_the_run_on_every_rank(ddp_study):
     assert records["convnext_t"]["status"] == "done"  # the study went on, every rank with it
 
 
+@pytest.mark.slow  # one 2-process study of 4 runs for these four tests: ~30 s
 def test_each_rank_draws_its_own_random_numbers_and_rank_0_those_of_one_process(ddp_study):
     from convnext_roadmap.data.seeding import derive_seed
     _, _, _, trace = ddp_study
@@ -102,6 +105,7 @@ def test_each_rank_draws_its_own_random_numbers_and_rank_0_those_of_one_process(
     assert {where for where, _ in seeds[0]} == {"loader", "reseed"}
 
 
+@pytest.mark.slow  # one 2-process study of 4 runs for these four tests: ~30 s
 def test_uneven_validation_shards_get_the_same_number_of_batches(ddp_study):
     _, records, _, trace = ddp_study
     sizes = {rank: [e["size"] for e in read_trace(trace, rank) if e["where"] == "val_batch"
