@@ -136,7 +136,7 @@ def submissions(out_dir: Path, study_name: str) -> list[dict[str, Any]]:
             raise ConfigError(f"{path} cannot be read ({error}); move that submission folder away") from None
         data["dir"] = path.parent
         found.append(data)
-    return found
+    return sorted(found, key=lambda d: (d.get("submitted_ns", 0), d["id"]))
 
 
 def task_log(sub: dict[str, Any], task: dict[str, Any]) -> Path:
@@ -485,7 +485,7 @@ def submit_study(study: StudyConfig, preset: str, runs: list, args: Any, executo
     from ..train.weights import ensure_torchvision_weights  # compute nodes may have no network
     for slug in dict.fromkeys(r.step.slug for r in left if r.train.pretrained):
         ensure_torchvision_weights(slug)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{uuid.uuid4().hex[:4]}"
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3] + f"-{uuid.uuid4().hex[:4]}"  # sorts by time
     sub_dir = cluster_dir(out_dir, study.name) / stamp
     (sub_dir / "logs").mkdir(parents=True)
     config_path = sub_dir / "study.yaml"
@@ -504,7 +504,7 @@ def submit_study(study: StudyConfig, preset: str, runs: list, args: Any, executo
     jobs = _submit(pool, callables, executor, sub_dir / "logs", threads)
     record = {
         "id": stamp, "study": study.name, "preset": preset, "executor": executor, "host": socket.gethostname(),
-        "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "submitted_ns": time.time_ns(),
         "job_id": jobs[0].job_id.split("_")[0] if executor == "slurm" else None,
         "config": str(config_path), "logs": str(sub_dir / "logs"), "threads": threads, "parallel": slots,
         "out": str(out_dir), "plots": str(plots_dir), "retry_failed": bool(args.retry_failed),
