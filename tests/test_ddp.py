@@ -122,14 +122,14 @@ def test_even_shards_for_any_size():
 
     from convnext_roadmap.data.image_folder import EvenShardBatches
     from convnext_roadmap.data.in_memory import InMemoryBatches
-    for size in (2, 3, 255, 256, 257, 511, 512, 513, 1000, 1025):
-        for world in (2, 3, 4, 8):
+    for size in (2, 3, 256, 257, 513, 1025):
+        for world in (2, 3, 8):
             if size < world:
                 continue
-            for batch in (2, 64, 256):
-                images = torch.zeros(size, 1, 32, 32, dtype=torch.uint8)
+            for batch in (2, 256):
+                images = torch.zeros(size, 1, 4, 4, dtype=torch.uint8)
                 labels = torch.arange(size)
-                loaders = [InMemoryBatches(images, labels, batch, train=False, seed=0, resolution=32,
+                loaders = [InMemoryBatches(images, labels, batch, train=False, seed=0, resolution=4,
                                            mean=torch.zeros(1), std=torch.ones(1), shard=(rank, world))
                            for rank in range(world)]
                 counts = {len(list(loader)) for loader in loaders}

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # three runner processes: ~30 s on a busy 2-core machine
 def test_gpu_check_dry_run_prints_its_plan_and_its_studies_plan(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run"],
                             capture_output=True, text=True, timeout=300)

@@ -193,7 +193,7 @@ def test_timm_randaugment_is_a_function_of_the_generator_and_takes_pil_and_tenso
     grey = augment(torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8), torch.Generator().manual_seed(5))
     assert grey.shape == (1, 28, 28)
     pil = augment(Image.fromarray(image.permute(1, 2, 0).numpy()), torch.Generator().manual_seed(5))
-    assert torch.equal(torch.from_numpy(__import__("numpy").asarray(pil)).permute(2, 0, 1), first)
+    assert torch.equal(torch.from_numpy(__import__("numpy").array(pil)).permute(2, 0, 1), first)
 
 
 def test_pixel_random_erasing_is_timms_remode_pixel():
@@ -276,7 +276,7 @@ def test_matches_timm_op_for_op_when_timm_is_there(monkeypatch):
 
     from convnext_roadmap.data import recipe_augment as ra
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
-    hparams = {"img_mean": ra.IMAGENET_FILL, "interpolation": "bicubic", "translate_const": 100}
+    hparams = {"img_mean": ra.IMAGENET_FILL, "interpolation": Image.BICUBIC, "translate_const": 100}
     ours = ra.TimmRandAugment(2, 9, 0.0, interpolation="bicubic")
     for name in ra.OPS:
         for draw in (0.9, 0.1):  # both negate when the draw is above 0.5
