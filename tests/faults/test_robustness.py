@@ -111,29 +111,6 @@ def test_shards_split_the_study_and_together_complete_it(tmp_path):
     assert (out / "plots" / "robust" / "roadmap.png").exists()
 
 
-def test_slurm_script_arguments_dry_run(tmp_path):
-    """The SLURM array script's runner arguments, checked by a dry run in place of srun."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable,
-           "SRUN": f"bash {tmp_path / 'srun'}", "IMAGENET": str(tmp_path / "imagenet"),
-           "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "8",
-           "SLURM_NTASKS_PER_NODE": "8", "SLURM_NNODES": "4"}
-    (tmp_path / "srun").write_text(f'exec "$@" --dry-run --out {tmp_path / "results"}\n')
-    # a named data folder must exist: a stand-in ImageNet with one global batch of files
-    for split, count in (("train", 4096), ("val", 1)):
-        folder = tmp_path / "imagenet" / split / "n01440764"
-        folder.mkdir(parents=True)
-        for i in range(count):
-            (folder / f"{i}.JPEG").touch()
-    result = subprocess.run(["bash", str(ROOT / "slurm" / "imagenet_array.sbatch")], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "study imagenet (preset imagenet): 6 run(s) - 6 todo" in result.stdout  # 16 steps x 3 seeds / 8
-    runs = [line.split() for line in result.stdout.splitlines() if line.startswith("  ")]
-    # runs 3, 11, 19, ... of the 48 (step-major, then seed)
-    assert [(r[1], int(r[3])) for r in runs] == [("stage_ratio", 0), ("depthwise_conv", 2), ("move_up_dwconv", 1),
-                                                 ("kernel_9", 0), ("gelu", 2), ("layer_norm", 1)]
-
-
 def test_ddp_two_cpu_processes(tmp_path):
     """One run on two processes through Lightning's DDP (gloo on CPU): one record, written once."""
     config, out = study_file(tmp_path, steps="patchify_stem"), tmp_path / "out"
