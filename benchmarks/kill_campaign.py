@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import random
 import shutil
@@ -31,29 +30,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from robust_helpers import records_by_run, tiny_study  # noqa: E402  (the tests' tiny study)
+
 NUMBERS = ("top1", "top5", "val_loss")
 
-STUDY = """\
-preset: smoke
-name: campaign
-steps: {steps}
-seeds: {seeds}
-train:
-  synthetic_train_size: {train_size}
-  synthetic_val_size: 128
-  batch_size: 32
-  epochs: 2
-  checkpoint_every_s: 1
-  drop_path_rate: 0.1
-  mixup_alpha: 0.8
-"""
 
 
 def write_study(folder: Path, steps: str, seeds: int, train_size: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "campaign.yaml"
-    path.write_text(STUDY.format(steps=steps, seeds=list(range(seeds)), train_size=train_size))
-    return path
+    return tiny_study(folder, steps, str(list(range(seeds))), train_size, name="campaign", val_size=128,
+                      batch_size=32)
 
 
 RUNNER_ARGS: list[str] = []  # more runner arguments (--runner-args), e.g. --jobs 1
@@ -70,11 +57,7 @@ def env() -> dict[str, str]:
 
 def study_records(out: Path) -> dict[str, list[dict]]:
     """Records by run name (a list: two records of one run are a duplicate)."""
-    found: dict[str, list[dict]] = {}
-    for path in sorted((out / "campaign" / "runs").glob("*.json")):
-        record = json.loads(path.read_text())
-        found.setdefault(f"{record['step']}__seed{record['seed']}", []).append(record)
-    return found
+    return records_by_run(out, "campaign")
 
 
 def reference_run(root: Path, config: Path, out: Path) -> tuple[dict[str, dict], float]:

@@ -16,7 +16,6 @@ val_loss), none duplicated or missing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -27,22 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "crash_driver.py"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from robust_helpers import records_by_run, tiny_study  # noqa: E402  (the tests' tiny study)
+
 NUMBERS = ("top1", "top5", "val_loss")
 
-STUDY = """\
-preset: smoke
-name: windows
-steps: patchify_stem
-seeds: [0, 1]
-train:
-  synthetic_train_size: 256
-  synthetic_val_size: 64
-  batch_size: 16
-  epochs: 2
-  checkpoint_every_s: 1
-  drop_path_rate: 0.1
-  mixup_alpha: 0.8
-"""
 FINAL = 32  # optimizer steps of a run: 16 batches x 2 epochs
 
 # (name, crash_driver --at, what the moment is)
@@ -80,11 +69,7 @@ def runner_args(config: Path, out: Path) -> list[str]:
 
 
 def records(out: Path) -> dict[str, list[dict]]:
-    found: dict[str, list[dict]] = {}
-    for path in sorted((out / "windows" / "runs").glob("*.json")):
-        record = json.loads(path.read_text())
-        found.setdefault(f"{record['step']}__seed{record['seed']}", []).append(record)
-    return found
+    return records_by_run(out, "windows")
 
 
 def interrupted_line(stderr: str) -> str | None:
@@ -138,8 +123,7 @@ def main() -> int:
         JOBS[:] = ["--jobs", "1"]
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    config = args.out / "windows.yaml"
-    config.write_text(STUDY)
+    config = tiny_study(args.out, seeds="[0, 1]", name="windows")
     ref = subprocess.run([sys.executable, str(args.root / "runner.py"), *runner_args(config, args.out / "reference")],
                          capture_output=True, text=True, timeout=900, env=env())
     if ref.returncode != 0:
