@@ -1,6 +1,5 @@
 """The study report: records -> results.csv / runs.csv / results.md / figures, on made-up records."""
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import make_record, write_manifest
 from scipy import stats
 
 from convnext_roadmap.report import (
@@ -23,14 +23,12 @@ from convnext_roadmap.report import (
     write_tables,
 )
 from convnext_roadmap.report.summary import study_steps
-from convnext_roadmap.store.manifest import step_entry as step_metadata
 from convnext_steps import derive_step, get_step, list_steps
 
 STEPS = list_steps()
 FAILED = "layer_norm"     # both seeds failed
 MISSING = "kernel_11"     # never run
 PARTIAL = "gelu"          # seed 0 done, seed 1 failed
-EPOCHS = 4
 
 CSV_COLUMNS = [
     "order", "step", "step_index", "label", "phase", "parent", "sweep", "reference", "status", "n_seeds",
@@ -45,54 +43,6 @@ CSV_COLUMNS = [
 def fake_top1(index: int, seed: int) -> float:
     """Made-up accuracies: a slow climb along the roadmap, +-0.1 between the two seeds."""
     return round(90.0 + 0.2 * index + (0.1 if seed == 0 else -0.1) + 0.03 * (index % 3), 4)
-
-
-def _metrics_csv(path: Path, final_top1: float, rng: np.random.Generator) -> None:
-    """A sparse Lightning-CSVLogger-like file: train rows, then two validations per epoch."""
-    rows, step = [], 0
-    for epoch in range(EPOCHS):
-        for _ in range(3):
-            rows.append({"epoch": epoch, "step": step, "train_loss": 1.5 / (epoch + 1)})
-            step += 10
-        for half in (1, 2):
-            progress = (epoch + half / 2) / EPOCHS
-            top1 = final_top1 - 12 * (1 - progress) ** 2 + rng.normal(0, 0.05)
-            rows.append({"epoch": epoch, "step": step - 1, "val_top1": top1,
-                         "val_top5": min(99.9, top1 + 6), "val_loss": 0.3 + (1 - progress)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["epoch", "step", "train_loss", "val_loss", "val_top1",
-                                "val_top5"]).to_csv(path, index=False)
-
-
-def make_record(study: Path, step, seed: int, top1, config_hash: str = "abc123", rng=None) -> dict:
-    failed = top1 is None
-    log_dir = f"logs/{step.slug}/seed{seed}"
-    if not failed and rng is not None:
-        _metrics_csv(study / log_dir / "metrics.csv", top1, rng)
-    index = step.index if step.index is not None else 20
-    record = {
-        "study": study.name, "step": step.slug, "step_index": step.index, "label": step.label, "phase": step.phase,
-        "parent": step.parent, "seed": seed, "status": "failed" if failed else "done",
-        "failure": "loss became NaN" if failed else None, "failed_epoch": 2 if failed else None,
-        "top1": top1, "top5": None if failed else top1 + 6.0, "val_loss": None if failed else 0.3,
-        "params": int(20e6 + index * 1e5), "gmacs_train_res": 4.0 * (64 / 224) ** 2, "gmacs_224": 4.0,
-        "train_throughput": 900.0 - 20 * index, "eval_throughput": 3000.0 - 50 * index,
-        "wall_time_s": 100.0 + seed, "epochs": EPOCHS, "dataset": "fashion_mnist", "resolution": 64,
-        "preset": "smoke", "width_mult": 0.25, "config_hash": config_hash, "git_commit": "0" * 40,
-        "git_dirty": False, "versions": {"torch": "x"}, "device": "cpu", "threads": 2,
-        "finished_at": "2024-01-01T00:00:00", "log_dir": log_dir,
-    }
-    runs = study / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    (runs / f"{step.slug}__seed{seed}__{config_hash[:8]}.json").write_text(json.dumps(record))
-    return record
-
-
-def write_manifest(study: Path, steps, seeds, config_hash: str = "abc123", description: str = "") -> None:
-    (study / "study.json").write_text(json.dumps({
-        "study": study.name, "config": {"description": description},
-        "steps": [step_metadata(s) for s in steps],
-        "runs": [{"step": s.slug, "seed": k, "config_hash": config_hash} for s in steps for k in seeds]}))
 
 
 def make_study(root: Path, seeds=(0, 1)) -> Path:
@@ -144,8 +94,8 @@ def test_csv_schema_status_and_seed_counts(study: Path):
     assert list(csv.columns) == CSV_COLUMNS == SUMMARY_COLUMNS
     assert list(frame.columns) == CSV_COLUMNS
     assert list(csv["step"]) == [s.slug for s in STEPS]
-    status = dict(zip(csv["step"], csv["status"]))
-    seeds = dict(zip(csv["step"], csv["n_seeds"]))
+    status = dict(zip(csv["step"], csv["status"], strict=True))
+    seeds = dict(zip(csv["step"], csv["n_seeds"], strict=True))
     assert status[FAILED] == "failed" and seeds[FAILED] == 0
     assert status[MISSING] == "missing" and seeds[MISSING] == 0
     assert status[PARTIAL] == "done" and seeds[PARTIAL] == 1
