@@ -36,8 +36,9 @@ from convnext_steps import build_model, resolve_steps  # noqa: E402
 from convnext_steps.cpu_kernels import use_cpu_kernels  # noqa: E402
 
 
-def measure(slug: str, compiled: bool, batch: int, resolution: int, width: float,
-            in_chans: int, iters: int) -> tuple[float, float]:
+def measure(
+    slug: str, compiled: bool, batch: int, resolution: int, width: float, in_chans: int, iters: int
+) -> tuple[float, float]:
     """(seconds of the first iteration, median seconds of the next `iters`)."""
     torch.manual_seed(0)
     model = use_cpu_kernels(build_model(slug, num_classes=10, in_chans=in_chans, width_mult=width))
@@ -65,9 +66,11 @@ def main() -> int:
     data = describe(cfg)
     in_chans = data.in_chans
     batches_per_run = data.train_images // cfg.batch_size * cfg.epochs
-    print(f"torch {torch.__version__}, {cpu_description()}, {runner_dtype()}; preset {args.preset}: "
-          f"{cfg.resolution}px, batch {cfg.batch_size}, width {cfg.width_mult}, "
-          f"{batches_per_run} training batches per run")
+    print(
+        f"torch {torch.__version__}, {cpu_description()}, {runner_dtype()}; preset {args.preset}: "
+        f"{cfg.resolution}px, batch {cfg.batch_size}, width {cfg.width_mult}, "
+        f"{batches_per_run} training batches per run"
+    )
     rows = []
     for step in resolve_steps(args.steps):
         shape = (cfg.batch_size, cfg.resolution, cfg.width_mult, in_chans, args.iters)
@@ -76,16 +79,26 @@ def main() -> int:
         saved_per_batch = eager - compiled
         run_eager = eager * batches_per_run
         run_compiled = compile_s + compiled * batches_per_run
-        rows.append({
-            "step": step.slug, "eager_img_s": cfg.batch_size / eager,
-            "compiled_img_s": cfg.batch_size / compiled, "compile_s": compile_s,
-            "run_eager_s": run_eager, "run_compiled_s": run_compiled,
-            "break_even_batches": compile_s / saved_per_batch if saved_per_batch > 0 else float("inf"),
-            "dtype": runner_dtype(), "torch_version": torch.__version__, "cpu": cpu_description(),
-        })
-        print(f"{step.index:2d} {step.slug:20s} eager {rows[-1]['eager_img_s']:6.0f} img/s, compiled "
-              f"{rows[-1]['compiled_img_s']:6.0f} img/s after {compile_s:5.1f} s of compiling; one run: "
-              f"eager {run_eager:5.0f} s, compiled {run_compiled:5.0f} s", flush=True)
+        rows.append(
+            {
+                "step": step.slug,
+                "eager_img_s": cfg.batch_size / eager,
+                "compiled_img_s": cfg.batch_size / compiled,
+                "compile_s": compile_s,
+                "run_eager_s": run_eager,
+                "run_compiled_s": run_compiled,
+                "break_even_batches": compile_s / saved_per_batch if saved_per_batch > 0 else float("inf"),
+                "dtype": runner_dtype(),
+                "torch_version": torch.__version__,
+                "cpu": cpu_description(),
+            }
+        )
+        print(
+            f"{step.index:2d} {step.slug:20s} eager {rows[-1]['eager_img_s']:6.0f} img/s, compiled "
+            f"{rows[-1]['compiled_img_s']:6.0f} img/s after {compile_s:5.1f} s of compiling; one run: "
+            f"eager {run_eager:5.0f} s, compiled {run_compiled:5.0f} s",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"wrote {args.out}")

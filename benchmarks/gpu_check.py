@@ -38,14 +38,37 @@ if str(ROOT) not in sys.path:
 
 DEFAULT_CSV = ROOT / "benchmarks" / "results" / "gpu_check.csv"
 RATIO_PASS = 0.9  # ours vs torchvision's twin
-STUDY_SETTINGS = ["--set", "train.accelerator=gpu", "--set", "train.precision=bf16-mixed", "--set",
-                  "train.channels_last=true", "--set", "train.compile=true"]
+STUDY_SETTINGS = [
+    "--set",
+    "train.accelerator=gpu",
+    "--set",
+    "train.precision=bf16-mixed",
+    "--set",
+    "train.channels_last=true",
+    "--set",
+    "train.compile=true",
+]
 
 
 def smoke_command(out: Path, devices: int) -> list[str]:
-    command = [sys.executable, str(ROOT / "runner.py"), "--preset", "smoke", "--steps", "0,15",
-               "--set", f"name=gpu_check_{devices}gpu", "--devices", str(devices), "--out", str(out / "results"),
-               "--plots", str(out / "plots"), "--no-report", *STUDY_SETTINGS]
+    command = [
+        sys.executable,
+        str(ROOT / "runner.py"),
+        "--preset",
+        "smoke",
+        "--steps",
+        "0,15",
+        "--set",
+        f"name=gpu_check_{devices}gpu",
+        "--devices",
+        str(devices),
+        "--out",
+        str(out / "results"),
+        "--plots",
+        str(out / "plots"),
+        "--no-report",
+        *STUDY_SETTINGS,
+    ]
     return command + (["--strategy", "ddp"] if devices > 1 else [])
 
 
@@ -56,8 +79,11 @@ def run_study(out: Path, devices: int, timeout: float) -> dict[str, Any]:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return {"status": "FAIL", "seconds": time.time() - started,
-                "detail": f"no end after {timeout:.0f} s: a hang (a collective one rank never reached?)"}
+        return {
+            "status": "FAIL",
+            "seconds": time.time() - started,
+            "detail": f"no end after {timeout:.0f} s: a hang (a collective one rank never reached?)",
+        }
     seconds = time.time() - started
     runs = out / "results" / f"gpu_check_{devices}gpu" / "runs"
     records = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))] if runs.is_dir() else []
@@ -80,26 +106,34 @@ def run_study(out: Path, devices: int, timeout: float) -> dict[str, Any]:
         if str(record.get("device", "")).startswith("cpu"):
             problems.append(f"{name} trained on {record['device']}")
     throughput = {r["step"]: round(r["train_throughput"] or 0.0) for r in records if r["status"] == "done"}
-    return {"status": "FAIL" if problems else "PASS", "seconds": seconds,
-            "detail": "; ".join(problems) if problems else f"2 runs done, compiled, bf16; train img/s {throughput}"}
+    return {
+        "status": "FAIL" if problems else "PASS",
+        "seconds": seconds,
+        "detail": "; ".join(problems) if problems else f"2 runs done, compiled, bf16; train img/s {throughput}",
+    }
 
 
 def check_precision() -> dict[str, Any]:
     import torch
 
     from convnext_roadmap.train.precision import resolve_precision
+
     major, minor = torch.cuda.get_device_capability()
     chosen = resolve_precision("auto", "gpu")
     expected = "bf16-mixed" if major >= 8 else "16-mixed"
-    return {"status": "PASS" if chosen == expected else "FAIL", "seconds": 0.0,
-            "detail": f"{torch.cuda.get_device_name()} (capability {major}.{minor}): auto -> {chosen}, "
-                      f"torch bf16 in hardware: {torch.cuda.is_bf16_supported(including_emulation=False)}"}
+    return {
+        "status": "PASS" if chosen == expected else "FAIL",
+        "seconds": 0.0,
+        "detail": f"{torch.cuda.get_device_name()} (capability {major}.{minor}): auto -> {chosen}, "
+        f"torch bf16 in hardware: {torch.cuda.is_bf16_supported(including_emulation=False)}",
+    }
 
 
 def training_seconds(models: dict[str, Any], batch: int, rounds: int) -> dict[str, float]:
     """Median seconds of one training step of each model, the models timed in alternation."""
     import torch
     import torch.nn.functional as F
+
     x = torch.randn(batch, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device="cuda")
     steps = {}
@@ -113,6 +147,7 @@ def training_seconds(models: dict[str, Any], batch: int, rounds: int) -> dict[st
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
         steps[name] = step
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_index in range(rounds + 3):  # 3 warm-up rounds (cuDNN autotuning included)
@@ -132,23 +167,31 @@ def check_throughput(batch: int, rounds: int) -> dict[str, Any]:
     import torchvision
 
     from convnext_steps import build_model, get_step
+
     torch.backends.cudnn.benchmark = True
     pairs = {"resnet50": (0, torchvision.models.resnet50), "convnext_t": (15, torchvision.models.convnext_tiny)}
     rows, problems = {}, []
     for name, (index, twin) in pairs.items():
         torch.manual_seed(0)
-        models = {"ours": build_model(get_step(index), num_classes=1000, in_chans=3, width_mult=1.0),
-                  "torchvision": twin(num_classes=1000)}
+        models = {
+            "ours": build_model(get_step(index), num_classes=1000, in_chans=3, width_mult=1.0),
+            "torchvision": twin(num_classes=1000),
+        }
         seconds = training_seconds(models, batch, rounds)
         ratio = seconds["torchvision"] / seconds["ours"]
-        rows[name] = {"ours_img_s": batch / seconds["ours"], "torchvision_img_s": batch / seconds["torchvision"],
-                      "ratio": ratio}
+        rows[name] = {
+            "ours_img_s": batch / seconds["ours"],
+            "torchvision_img_s": batch / seconds["torchvision"],
+            "ratio": ratio,
+        }
         if ratio < RATIO_PASS:
             problems.append(f"{name} {ratio:.2f}x torchvision's")
         del models
         torch.cuda.empty_cache()
-    detail = "; ".join(f"{n}: ours {r['ours_img_s']:.0f} img/s, torchvision {r['torchvision_img_s']:.0f} "
-                       f"({r['ratio']:.2f}x)" for n, r in rows.items())
+    detail = "; ".join(
+        f"{n}: ours {r['ours_img_s']:.0f} img/s, torchvision {r['torchvision_img_s']:.0f} ({r['ratio']:.2f}x)"
+        for n, r in rows.items()
+    )
     return {"status": "FAIL" if problems else "PASS", "seconds": 0.0, "detail": detail, "numbers": rows}
 
 
@@ -156,11 +199,24 @@ def plan(args: argparse.Namespace, gpus: int, out: Path) -> list[tuple[str, str]
     """(check, what it does) of every check, as this machine would run them."""
     steps = [("precision", "resolve precision auto on GPU 0 and compare with its compute capability")]
     steps.append(("smoke_1gpu", " ".join(smoke_command(out, 1))))
-    steps.append(("ddp_2gpu", (" ".join(smoke_command(out, 2)) if gpus >= 2 else
-                               f"SKIP here ({gpus} GPU); with 2: {' '.join(smoke_command(out, 2))}")))
-    steps.append(("throughput_224", f"train steps 0 and 15 (width 1) and torchvision's resnet50/convnext_tiny at "
-                                    f"224 px, batch {args.batch}, bf16, channels_last, {args.rounds} rounds "
-                                    f"in alternation; PASS at >= {RATIO_PASS} of torchvision"))
+    steps.append(
+        (
+            "ddp_2gpu",
+            (
+                " ".join(smoke_command(out, 2))
+                if gpus >= 2
+                else f"SKIP here ({gpus} GPU); with 2: {' '.join(smoke_command(out, 2))}"
+            ),
+        )
+    )
+    steps.append(
+        (
+            "throughput_224",
+            f"train steps 0 and 15 (width 1) and torchvision's resnet50/convnext_tiny at "
+            f"224 px, batch {args.batch}, bf16, channels_last, {args.rounds} rounds "
+            f"in alternation; PASS at >= {RATIO_PASS} of torchvision",
+        )
+    )
     return steps
 
 
@@ -173,11 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a study counts as hung")
     args = parser.parse_args(argv)
     import torch
+
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if args.dry_run:
         work = Path(tempfile.gettempdir()) / "gpu_check_XXXX"  # made by a real run only
-        device = (f"{gpus} CUDA device(s): {torch.cuda.get_device_name()}" if gpus else
-                  "no CUDA device here: on a GPU machine it would run")
+        device = (
+            f"{gpus} CUDA device(s): {torch.cuda.get_device_name()}"
+            if gpus
+            else "no CUDA device here: on a GPU machine it would run"
+        )
         print(f"gpu_check --dry-run: {device}; torch {torch.__version__} (CUDA {torch.version.cuda})")
         for name, what in plan(args, gpus, work):
             print(f"  {name:15s} {what}")
@@ -185,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not gpus:
         from convnext_roadmap.train.gpu import cuda_problem
-        print(f"error: no usable CUDA device ({cuda_problem() or 'none on this machine'}); "
-              "--dry-run shows what would run", file=sys.stderr)
+
+        print(
+            f"error: no usable CUDA device ({cuda_problem() or 'none on this machine'}); "
+            "--dry-run shows what would run",
+            file=sys.stderr,
+        )
         return 2
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     results: list[dict[str, Any]] = []
@@ -194,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     def record(check: str, result: dict[str, Any]) -> None:
         results.append({"check": check, **{k: result[k] for k in ("status", "seconds", "detail")}})
         print(f"{result['status']:4s}  {check:15s} {result['detail']}", flush=True)
+
     record("precision", check_precision())
     record("smoke_1gpu", run_study(work / "one", 1, args.timeout))
     if gpus >= 2:

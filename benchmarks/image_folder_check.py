@@ -69,12 +69,20 @@ def main() -> int:
                 for path in paths:
                     fn(path)
                 per_file = (time.perf_counter() - started) / len(paths)
-                rows.append({"walk": what, "page_cache": cache if cold else "warm (cannot drop)",
-                             "files": len(paths), "mean_file_kb": round(size / 1024, 1),
-                             "us_per_file": round(per_file * 1e6, 1),
-                             "imagenet_s": round(per_file * IMAGENET_FILES, 1)})
-                print(f"{what:24s} {rows[-1]['page_cache']:18s} {rows[-1]['us_per_file']:8.1f} us/file  "
-                      f"ImageNet-1K: {rows[-1]['imagenet_s']:7.1f} s")
+                rows.append(
+                    {
+                        "walk": what,
+                        "page_cache": cache if cold else "warm (cannot drop)",
+                        "files": len(paths),
+                        "mean_file_kb": round(size / 1024, 1),
+                        "us_per_file": round(per_file * 1e6, 1),
+                        "imagenet_s": round(per_file * IMAGENET_FILES, 1),
+                    }
+                )
+                print(
+                    f"{what:24s} {rows[-1]['page_cache']:18s} {rows[-1]['us_per_file']:8.1f} us/file  "
+                    f"ImageNet-1K: {rows[-1]['imagenet_s']:7.1f} s"
+                )
         check_image_folder.cache_clear()
         started = time.perf_counter()
         check_image_folder(root)

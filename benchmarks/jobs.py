@@ -40,8 +40,13 @@ from convnext_steps.complexity import count_macs  # noqa: E402
 from convnext_steps.cpu_kernels import use_cpu_kernels  # noqa: E402
 
 # (step, width, resolution, batch): the default study's ConvNeXt-T, then larger
-SIZES = [("convnext_t", 0.25, 32, 256), ("convnext_t", 1.0, 32, 128), ("convnext_t", 1.0, 64, 64),
-         ("convnext_t", 1.0, 128, 32), ("resnet50", 0.25, 32, 256)]
+SIZES = [
+    ("convnext_t", 0.25, 32, 256),
+    ("convnext_t", 1.0, 32, 128),
+    ("convnext_t", 1.0, 64, 64),
+    ("convnext_t", 1.0, 128, 32),
+    ("resnet50", 0.25, 32, 256),
+]
 
 
 def _train(args: tuple) -> float:
@@ -74,9 +79,18 @@ def per_size(seconds: float) -> pd.DataFrame:
             one = pool.map(_train, [(step, width, resolution, batch, cores, seconds, time.time() + 20)])[0]
         with context.Pool(cores) as pool:
             many = sum(pool.map(_train, [(step, width, resolution, batch, 1, seconds, time.time() + 20)] * cores))
-        rows.append({"step": step, "width": width, "resolution": resolution, "batch": batch,
-                     "forward_gmacs_per_image": round(gmacs, 4), "one_job_img_s": round(one),
-                     f"{cores}_jobs_img_s": round(many), "jobs_vs_one": round(many / one, 3)})
+        rows.append(
+            {
+                "step": step,
+                "width": width,
+                "resolution": resolution,
+                "batch": batch,
+                "forward_gmacs_per_image": round(gmacs, 4),
+                "one_job_img_s": round(one),
+                f"{cores}_jobs_img_s": round(many),
+                "jobs_vs_one": round(many / one, 3),
+            }
+        )
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
@@ -101,14 +115,34 @@ def study_wall(extra: list[str]) -> pd.DataFrame:
     for jobs in ("1", "auto"):
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
-            subprocess.run([sys.executable, str(ROOT / "runner.py"), *extra, "--jobs", jobs, "--out", f"{tmp}/r",
-                            "--plots", f"{tmp}/p"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "runner.py"),
+                    *extra,
+                    "--jobs",
+                    jobs,
+                    "--out",
+                    f"{tmp}/r",
+                    "--plots",
+                    f"{tmp}/p",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             wall = round(time.time() - started, 1)
             # the committed default study was trained under auto (1 thread per run): the same
             # seeds there must give the same bits; --jobs 1 (every core) gives other bits
             matched, same = same_as_committed(Path(tmp) / "r" / "cpu" / "runs", ROOT / "results" / "cpu" / "runs")
-            rows.append({"study": " ".join(extra), "jobs": jobs, "wall_s": wall, "runs_with_a_committed_twin": matched,
-                         "identical_top1": same})
+            rows.append(
+                {
+                    "study": " ".join(extra),
+                    "jobs": jobs,
+                    "wall_s": wall,
+                    "runs_with_a_committed_twin": matched,
+                    "identical_top1": same,
+                }
+            )
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     frame["speedup_vs_jobs_1"] = (frame["wall_s"].iloc[0] / frame["wall_s"]).round(3)

@@ -58,8 +58,10 @@ def race(module_file: Path, trials: int, processes: int) -> dict[str, int]:
             lock = Path(tmp) / f"run{trial}.lock"
             lock.write_text(f"{socket.gethostname()} {dead_pid()}")
             start, done, results = context.Barrier(processes), context.Barrier(processes), context.Queue()
-            workers = [context.Process(target=_contender, args=(str(module_file), str(lock), start, done, results))
-                       for _ in range(processes)]
+            workers = [
+                context.Process(target=_contender, args=(str(module_file), str(lock), start, done, results))
+                for _ in range(processes)
+            ]
             for worker in workers:
                 worker.start()
             owners = sum(results.get(timeout=60) for _ in workers)
@@ -76,8 +78,10 @@ def main() -> int:
     parser.add_argument("--module", type=Path, default=ROOT / "convnext_roadmap" / "store" / "locks.py")
     args = parser.parse_args()
     counts = race(args.module, args.trials, args.processes)
-    print(f"{args.module}: {args.processes} processes x {args.trials} trials on a dead process's lock: "
-          f"one owner in {counts['1']}, two or more in {counts['2+']}, none in {counts['0']}")
+    print(
+        f"{args.module}: {args.processes} processes x {args.trials} trials on a dead process's lock: "
+        f"one owner in {counts['1']}, two or more in {counts['2+']}, none in {counts['0']}"
+    )
     return 0 if counts["2+"] == 0 and counts["0"] == 0 else 1
 
 

@@ -40,12 +40,29 @@ from convnext_steps import autotune  # noqa: E402
 
 # (batch, in channels, out channels, map side)
 SHAPES = [
-    (32, 64, 256, 56), (32, 256, 64, 56), (32, 96, 384, 56), (32, 384, 96, 56),
-    (32, 128, 512, 28), (32, 512, 128, 28), (32, 192, 768, 28), (32, 768, 192, 28),
-    (32, 256, 1024, 14), (32, 1024, 256, 14), (32, 384, 1536, 14), (32, 1536, 384, 14),
-    (32, 512, 2048, 7), (32, 2048, 512, 7), (32, 768, 3072, 7), (32, 3072, 768, 7),
-    (256, 16, 64, 8), (256, 64, 16, 8), (256, 24, 96, 8), (256, 96, 24, 8),
-    (256, 128, 32, 4), (256, 192, 48, 4), (256, 64, 256, 2),
+    (32, 64, 256, 56),
+    (32, 256, 64, 56),
+    (32, 96, 384, 56),
+    (32, 384, 96, 56),
+    (32, 128, 512, 28),
+    (32, 512, 128, 28),
+    (32, 192, 768, 28),
+    (32, 768, 192, 28),
+    (32, 256, 1024, 14),
+    (32, 1024, 256, 14),
+    (32, 384, 1536, 14),
+    (32, 1536, 384, 14),
+    (32, 512, 2048, 7),
+    (32, 2048, 512, 7),
+    (32, 768, 3072, 7),
+    (32, 3072, 768, 7),
+    (256, 16, 64, 8),
+    (256, 64, 16, 8),
+    (256, 24, 96, 8),
+    (256, 96, 24, 8),
+    (256, 128, 32, 4),
+    (256, 192, 48, 4),
+    (256, 64, 256, 2),
 ]
 
 
@@ -70,8 +87,14 @@ def main() -> int:
             with autocast:
                 return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1)).permute(0, 3, 1, 2)
 
-        row = {"dtype": dtype, "batch": batch, "c_in": c_in, "c_out": c_out, "map": f"{side}x{side}",
-               "pixels": side * side}
+        row = {
+            "dtype": dtype,
+            "batch": batch,
+            "c_in": c_in,
+            "c_out": c_out,
+            "map": f"{side}x{side}",
+            "pixels": side * side,
+        }
         for name, fn in (("conv", conv), ("matmul", matmul)):
             row[f"train_{name}_ms"] = 1e3 * median_seconds(lambda: fn().backward(grad), 2, args.iters)
             with torch.inference_mode():
@@ -83,13 +106,18 @@ def main() -> int:
             row["runner_choice"] = autotune.faster(autotune.measure(x, c_out, False, True))
         row["cpu"] = cpu_description()
         rows.append(row)
-        print(f"{dtype} {batch:3d} x {c_in:4d}->{c_out:4d} on {side:2d}x{side:<2d}: train conv "
-              f"{row['train_conv_ms']:7.2f} ms, matmul {row['train_matmul_ms']:7.2f} ms "
-              f"({row['train_matmul_speedup']:.2f}x); eval {row['eval_matmul_speedup']:.2f}x", flush=True)
+        print(
+            f"{dtype} {batch:3d} x {c_in:4d}->{c_out:4d} on {side:2d}x{side:<2d}: train conv "
+            f"{row['train_conv_ms']:7.2f} ms, matmul {row['train_matmul_ms']:7.2f} ms "
+            f"({row['train_matmul_speedup']:.2f}x); eval {row['eval_matmul_speedup']:.2f}x",
+            flush=True,
+        )
     df = pd.DataFrame(rows)
     for (dtype, study), group in df.groupby(["dtype", df["batch"] == 32]):
-        print(f"{dtype} {'224px shapes' if study else 'default-study shapes'}: summed training time conv "
-              f"{group['train_conv_ms'].sum():.1f} ms, matmul {group['train_matmul_ms'].sum():.1f} ms")
+        print(
+            f"{dtype} {'224px shapes' if study else 'default-study shapes'}: summed training time conv "
+            f"{group['train_conv_ms'].sum():.1f} ms, matmul {group['train_matmul_ms'].sum():.1f} ms"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
     print(f"wrote {args.out}")

@@ -49,8 +49,9 @@ class LossTrace(pl.Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.losses.append(float(outputs["loss"]))
 
 
@@ -61,8 +62,12 @@ def nudge_one_weight(model: torch.nn.Module) -> None:
         weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(float("inf")))
 
 
-VARIANTS = {"fast": lambda model: None, "repeat": lambda model: None, "plain": use_plain_kernels,
-            "nudged": nudge_one_weight}
+VARIANTS = {
+    "fast": lambda model: None,
+    "repeat": lambda model: None,
+    "plain": use_plain_kernels,
+    "nudged": nudge_one_weight,
+}
 
 
 def train(variant: str, step: str, preset: str, seed: int, precision: str | None) -> dict[str, Any]:
@@ -73,10 +78,19 @@ def train(variant: str, step: str, preset: str, seed: int, precision: str | None
     module = RoadmapClassifier(step, cfg, datamodule.num_classes, datamodule.in_chans)
     VARIANTS[variant](module.model)
     trace = LossTrace()
-    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, "cpu"), logger=False,
-                         callbacks=[DeterministicResume(seed), trace], enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         val_check_interval=1.0 / cfg.val_checks_per_epoch, accelerator="cpu", devices=1)
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs,
+        precision=resolve_precision(cfg.precision, "cpu"),
+        logger=False,
+        callbacks=[DeterministicResume(seed), trace],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=1.0 / cfg.val_checks_per_epoch,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(module, datamodule=datamodule)
     weights = torch.cat([p.detach().flatten() for p in module.model.parameters()])
     return {"losses": trace.losses, "weights": weights, "top1": float(trainer.callback_metrics["val_top1"])}
@@ -91,10 +105,13 @@ def main() -> int:
     p.add_argument("--step", default="kernel_11", help="step slug (default: kernel_11)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="cpu")
-    p.add_argument("--precision", default=None,
-                   help="override the preset's precision, e.g. 32-true (under bf16 autocast 'plain' "
-                        "also computes its depthwise convs in bf16, a different function, not only "
-                        "other rounding)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        help="override the preset's precision, e.g. 32-true (under bf16 autocast 'plain' "
+        "also computes its depthwise convs in bf16, a different function, not only "
+        "other rounding)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rounding_sensitivity.csv")
     args = p.parse_args()
     quiet_lightning()
@@ -103,18 +120,24 @@ def main() -> int:
     rows = []
     for name, run in runs.items():
         diffs = [abs(a - b) for a, b in zip(run["losses"], ref["losses"])]
-        rows.append({
-            "step": args.step, "seed": args.seed, "preset": args.preset, "variant": name,
-            "precision": resolve_precision(args.precision or load_study(args.preset)[0].train.precision, "cpu"),
-            "top1": run["top1"], "top1_minus_fast": run["top1"] - ref["top1"],
-            "batches": len(run["losses"]),
-            "first_batch_loss_diff_gt_1e-4": first_step_beyond(diffs, 1e-4),
-            "first_batch_loss_diff_gt_1e-2": first_step_beyond(diffs, 1e-2),
-            "first_loss_diff": diffs[0] if diffs else 0.0,  # batch 0, before any update
-            "max_loss_diff_first_10": max(diffs[:10], default=0.0),
-            "mean_loss_diff_last_100": sum(diffs[-100:]) / max(1, len(diffs[-100:])),
-            "final_weight_rel_diff": float((run["weights"] - ref["weights"]).norm() / ref["weights"].norm()),
-        })
+        rows.append(
+            {
+                "step": args.step,
+                "seed": args.seed,
+                "preset": args.preset,
+                "variant": name,
+                "precision": resolve_precision(args.precision or load_study(args.preset)[0].train.precision, "cpu"),
+                "top1": run["top1"],
+                "top1_minus_fast": run["top1"] - ref["top1"],
+                "batches": len(run["losses"]),
+                "first_batch_loss_diff_gt_1e-4": first_step_beyond(diffs, 1e-4),
+                "first_batch_loss_diff_gt_1e-2": first_step_beyond(diffs, 1e-2),
+                "first_loss_diff": diffs[0] if diffs else 0.0,  # batch 0, before any update
+                "max_loss_diff_first_10": max(diffs[:10], default=0.0),
+                "mean_loss_diff_last_100": sum(diffs[-100:]) / max(1, len(diffs[-100:])),
+                "final_weight_rel_diff": float((run["weights"] - ref["weights"]).norm() / ref["weights"].norm()),
+            }
+        )
     df = pd.DataFrame(rows)
     print(df.to_string(index=False))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,39 +77,89 @@ def interrupted_line(stderr: str) -> str | None:
     return lines[0] if len(lines) == 1 and "run the same command again" in lines[0] else None
 
 
-def run_trial(root: Path, config: Path, out: Path, window: str | None, sig: str,
-              reference: dict[str, dict], extra_env: dict[str, str] | None = None) -> dict:
+def run_trial(
+    root: Path,
+    config: Path,
+    out: Path,
+    window: str | None,
+    sig: str,
+    reference: dict[str, dict],
+    extra_env: dict[str, str] | None = None,
+) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     fired_file = out.parent / f"{out.name}.fired"
     fired_file.unlink(missing_ok=True)
     if window is None:  # an external signal during start-up
-        process = subprocess.Popen([sys.executable, str(root / "runner.py"), *runner_args(config, out)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
-                                   preexec_fn=default_signals)
+        process = subprocess.Popen(
+            [sys.executable, str(root / "runner.py"), *runner_args(config, out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+            preexec_fn=default_signals,
+        )
         time.sleep(0.5)
         process.send_signal(getattr(signal, sig))
         _, stderr = process.communicate(timeout=900)
         code, fired = process.returncode, True
     else:
-        first = subprocess.run([sys.executable, str(DRIVER), "--root", str(root), "--at", window, "--signal", sig,
-                                "--", *runner_args(config, out)], capture_output=True, text=True, timeout=900,
-                               env=env(CRASH_DRIVER_FIRED=str(fired_file), **(extra_env or {})),
-                               preexec_fn=default_signals)
+        first = subprocess.run(
+            [
+                sys.executable,
+                str(DRIVER),
+                "--root",
+                str(root),
+                "--at",
+                window,
+                "--signal",
+                sig,
+                "--",
+                *runner_args(config, out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env(CRASH_DRIVER_FIRED=str(fired_file), **(extra_env or {})),
+            preexec_fn=default_signals,
+        )
         stderr, code, fired = first.stderr, first.returncode, fired_file.exists()
     message = interrupted_line(stderr)
     null_after_first = sum(any(r.get(k) is None for k in NUMBERS) for rs in records(out).values() for r in rs)
-    again = subprocess.run([sys.executable, str(root / "runner.py"), *runner_args(config, out)],
-                           capture_output=True, text=True, timeout=900, env=env())
+    again = subprocess.run(
+        [sys.executable, str(root / "runner.py"), *runner_args(config, out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env(),
+    )
     found = records(out)
-    identical = sum(len(found.get(name, [])) == 1 and all(found[name][0][k] == ref[k] for k in NUMBERS)
-                    for name, ref in reference.items())
+    identical = sum(
+        len(found.get(name, [])) == 1 and all(found[name][0][k] == ref[k] for k in NUMBERS)
+        for name, ref in reference.items()
+    )
     duplicated = sum(len(found.get(name, [])) > 1 for name in reference)
     missing = sum(name not in found for name in reference)
-    ok = (fired and code == 130 and message is not None and "Traceback" not in stderr and null_after_first == 0
-          and again.returncode == 0 and identical == len(reference))
-    return {"fired": fired, "exit": code, "message": message or (stderr.strip().splitlines() or [""])[-1][:160],
-            "traceback": "Traceback" in stderr, "null": null_after_first, "rerun_exit": again.returncode,
-            "identical": identical, "duplicated": duplicated, "missing": missing, "ok": ok}
+    ok = (
+        fired
+        and code == 130
+        and message is not None
+        and "Traceback" not in stderr
+        and null_after_first == 0
+        and again.returncode == 0
+        and identical == len(reference)
+    )
+    return {
+        "fired": fired,
+        "exit": code,
+        "message": message or (stderr.strip().splitlines() or [""])[-1][:160],
+        "traceback": "Traceback" in stderr,
+        "null": null_after_first,
+        "rerun_exit": again.returncode,
+        "identical": identical,
+        "duplicated": duplicated,
+        "missing": missing,
+        "ok": ok,
+    }
 
 
 def main() -> int:
@@ -124,8 +174,13 @@ def main() -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     config = tiny_study(args.out, seeds="[0, 1]", name="windows")
-    ref = subprocess.run([sys.executable, str(args.root / "runner.py"), *runner_args(config, args.out / "reference")],
-                         capture_output=True, text=True, timeout=900, env=env())
+    ref = subprocess.run(
+        [sys.executable, str(args.root / "runner.py"), *runner_args(config, args.out / "reference")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env(),
+    )
     if ref.returncode != 0:
         raise SystemExit(f"the uninterrupted run failed: {ref.stderr[-2000:]}")
     reference = {name: rs[0] for name, rs in records(args.out / "reference").items()}
@@ -137,19 +192,29 @@ def main() -> int:
             total += 1
             passed += result["ok"]
             verdict = "ok  " if result["ok"] else ("n/a " if not result["fired"] else "FAIL")
-            print(f"{verdict} {name:24s} {sig:8s} exit {result['exit']:4d}  null {result['null']}  "
-                  f"rerun {result['rerun_exit']}  identical {result['identical']}/{len(reference)}  "
-                  f"| {result['message']}", flush=True)
+            print(
+                f"{verdict} {name:24s} {sig:8s} exit {result['exit']:4d}  null {result['null']}  "
+                f"rerun {result['rerun_exit']}  identical {result['identical']}/{len(reference)}  "
+                f"| {result['message']}",
+                flush=True,
+            )
     # RANK=1 in the environment of a single process: the run must still write its record.
     out = args.out / "rank"
-    result = subprocess.run([sys.executable, str(args.root / "runner.py"), *runner_args(config, out)],
-                            capture_output=True, text=True, timeout=900, env=env(RANK="1"))
+    result = subprocess.run(
+        [sys.executable, str(args.root / "runner.py"), *runner_args(config, out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env(RANK="1"),
+    )
     found = records(out)
-    rank_ok = result.returncode == 0 and all(len(found.get(n, [])) == 1 and
-                                             all(found[n][0][k] == r[k] for k in NUMBERS)
-                                             for n, r in reference.items())
-    print(f"{'ok  ' if rank_ok else 'FAIL'} RANK=1 in the environment: exit {result.returncode}, "
-          f"{sum(len(v) for v in found.values())} record(s) of {len(reference)}")
+    rank_ok = result.returncode == 0 and all(
+        len(found.get(n, [])) == 1 and all(found[n][0][k] == r[k] for k in NUMBERS) for n, r in reference.items()
+    )
+    print(
+        f"{'ok  ' if rank_ok else 'FAIL'} RANK=1 in the environment: exit {result.returncode}, "
+        f"{sum(len(v) for v in found.values())} record(s) of {len(reference)}"
+    )
     print(f"{passed + rank_ok}/{total + 1} trials passed")
     return 0 if passed == total and rank_ok else 1
 

@@ -35,8 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_study(out: Path, extra: list[str]) -> float:
     """Train the study into `out` with --profile; its end-to-end wall time in seconds."""
-    command = [sys.executable, str(ROOT / "runner.py"), "--steps", "all", "--profile", "--out",
-               str(out / "results"), "--plots", str(out / "plots"), *extra]
+    command = [
+        sys.executable,
+        str(ROOT / "runner.py"),
+        "--steps",
+        "all",
+        "--profile",
+        "--out",
+        str(out / "results"),
+        "--plots",
+        str(out / "plots"),
+        *extra,
+    ]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
@@ -49,9 +59,16 @@ def split_table(study_dir: Path) -> pd.DataFrame:
         record = json.loads(path.read_text())
         if "time_split" not in record:
             raise SystemExit(f"error: {path} has no time_split; train the study with runner.py --profile")
-        rows.append({"step_index": record["step_index"], "step": record["step"], "seed": record["seed"],
-                     "precision": record.get("precision"), "wall_s": record["wall_time_s"],
-                     **record["time_split"]})
+        rows.append(
+            {
+                "step_index": record["step_index"],
+                "step": record["step"],
+                "seed": record["seed"],
+                "precision": record.get("precision"),
+                "wall_s": record["wall_time_s"],
+                **record["time_split"],
+            }
+        )
     if not rows:
         raise SystemExit(f"error: no run records in {study_dir / 'runs'}")
     table = pd.DataFrame(rows).sort_values(["step_index", "seed"])
@@ -80,15 +97,29 @@ def main(argv: list[str] | None = None) -> int:
     framework_in_runs = table["framework_s"].sum()
     outside = wall - runs_wall
     overhead = wall - model
-    print(f"\nstudy wall time {wall:.0f} s ({'end to end' if wall != runs_wall else 'sum of runs'}): "
-          f"model compute {model:.0f} s ({100 * model / wall:.1f}%), data {data:.0f} s "
-          f"({100 * data / wall:.1f}%), framework inside runs {framework_in_runs:.0f} s "
-          f"({100 * framework_in_runs / wall:.1f}%), outside runs {outside:.0f} s ({100 * outside / wall:.1f}%)"
-          f"\nframework + data overhead: {overhead:.0f} s = {100 * overhead / wall:.1f}% of the wall time")
+    print(
+        f"\nstudy wall time {wall:.0f} s ({'end to end' if wall != runs_wall else 'sum of runs'}): "
+        f"model compute {model:.0f} s ({100 * model / wall:.1f}%), data {data:.0f} s "
+        f"({100 * data / wall:.1f}%), framework inside runs {framework_in_runs:.0f} s "
+        f"({100 * framework_in_runs / wall:.1f}%), outside runs {outside:.0f} s ({100 * outside / wall:.1f}%)"
+        f"\nframework + data overhead: {overhead:.0f} s = {100 * overhead / wall:.1f}% of the wall time"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    summary = pd.DataFrame([{"step_index": None, "step": "TOTAL", "seed": None, "precision": None,
-                             "wall_s": wall, "model_s": model, "data_s": data,
-                             "framework_s": framework_in_runs + outside, "overhead_frac": overhead / wall}])
+    summary = pd.DataFrame(
+        [
+            {
+                "step_index": None,
+                "step": "TOTAL",
+                "seed": None,
+                "precision": None,
+                "wall_s": wall,
+                "model_s": model,
+                "data_s": data,
+                "framework_s": framework_in_runs + outside,
+                "overhead_frac": overhead / wall,
+            }
+        ]
+    )
     pd.concat([table, summary]).to_csv(args.out, index=False)
     print(f"wrote {args.out}")
     return 0

@@ -65,22 +65,40 @@ from convnext_steps import build_model, resolve_steps  # noqa: E402
 from convnext_steps.complexity import count_macs  # noqa: E402
 from convnext_steps.cpu_kernels import use_cpu_kernels, use_plain_kernels  # noqa: E402
 
-FORMATS: dict[str, torch.memory_format] = {
-    "contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+FORMATS: dict[str, torch.memory_format] = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 DTYPES = ("fp32", "bf16")
 # Our step that has the same architecture as each torchvision model (checked in the tests).
 TORCHVISION_TWINS = {"resnet50": "resnet50", "convnext_tiny": "convnext_t"}
 ENDPOINT_STEPS = "0,15"
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
-COLUMNS = ["model", "step_index", "setting", "resolution", "batch", "width_mult", "in_chans",
-           "num_classes", "memory_format", "dtype", "train_img_s", "eval_img_s",
-           "gmacs_per_img", "train_gflops", "eval_gflops", "train_peak_frac", "eval_peak_frac",
-           "torch_version", "cpu", "date"]
+COLUMNS = [
+    "model",
+    "step_index",
+    "setting",
+    "resolution",
+    "batch",
+    "width_mult",
+    "in_chans",
+    "num_classes",
+    "memory_format",
+    "dtype",
+    "train_img_s",
+    "eval_img_s",
+    "gmacs_per_img",
+    "train_gflops",
+    "eval_gflops",
+    "train_peak_frac",
+    "eval_peak_frac",
+    "torch_version",
+    "cpu",
+    "date",
+]
 
 
 @dataclass(frozen=True)
 class Setting:
     """One input/model size at which every model is measured."""
+
     name: str
     resolution: int
     batch: int
@@ -94,6 +112,7 @@ class Setting:
 @dataclass(frozen=True)
 class Job:
     """One model in one setting; measured for every selected memory format x dtype."""
+
     model: str  # our step's slug, or "torchvision.<name>"
     step_index: int | None  # None for torchvision models
     setting: Setting
@@ -108,11 +127,13 @@ class Job:
 @dataclass(frozen=True)
 class Pair:
     """Our step and its torchvision twin, timed in alternation (see `interleaved_seconds`)."""
+
     ours: Job
     theirs: Job
 
 
 # ----------------------------------------------------------------------------- models
+
 
 def _replace_first_conv(model: nn.Module, in_chans: int) -> None:
     """Give a torchvision model an `in_chans`-channel stem (e.g. 1 for Fashion-MNIST), the
@@ -121,9 +142,20 @@ def _replace_first_conv(model: nn.Module, in_chans: int) -> None:
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d):
                 if child.in_channels != in_chans:
-                    setattr(parent, name, nn.Conv2d(
-                        in_chans, child.out_channels, child.kernel_size, child.stride,
-                        child.padding, child.dilation, child.groups, child.bias is not None))
+                    setattr(
+                        parent,
+                        name,
+                        nn.Conv2d(
+                            in_chans,
+                            child.out_channels,
+                            child.kernel_size,
+                            child.stride,
+                            child.padding,
+                            child.dilation,
+                            child.groups,
+                            child.bias is not None,
+                        ),
+                    )
                 return
 
 
@@ -133,8 +165,15 @@ def make_model(job: Job, drop_path: float, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     s = job.setting
     if not job.is_torchvision:
-        return use_cpu_kernels(build_model(job.model, num_classes=s.num_classes, in_chans=s.in_chans,
-                                           width_mult=job.width_mult, drop_path_rate=drop_path))
+        return use_cpu_kernels(
+            build_model(
+                job.model,
+                num_classes=s.num_classes,
+                in_chans=s.in_chans,
+                width_mult=job.width_mult,
+                drop_path_rate=drop_path,
+            )
+        )
     name = job.model.removeprefix("torchvision.")
     kwargs = {"stochastic_depth_prob": drop_path} if name.startswith("convnext") else {}
     model = getattr(torchvision.models, name)(num_classes=s.num_classes, **kwargs)
@@ -143,6 +182,7 @@ def make_model(job: Job, drop_path: float, seed: int) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- timing
+
 
 def autocast(dtype: str) -> AbstractContextManager:
     """The runner's `--precision bf16`: forward + loss under CPU bf16 autocast."""
@@ -164,8 +204,7 @@ def median_seconds(fn: Callable[[], object], warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_seconds(fns: dict[str, Callable[[], object]], warmup: int,
-                        rounds: int) -> dict[str, list[float]]:
+def interleaved_seconds(fns: dict[str, Callable[[], object]], warmup: int, rounds: int) -> dict[str, list[float]]:
     """Wall time of each call of each function, the functions taking turns (ABBA order).
     Why: on a shared 2-core machine the speed drifts by +-20% over minutes, more than the
     differences we look for; in alternation both sides meet the same drift, and the ratio of
@@ -176,7 +215,7 @@ def interleaved_seconds(fns: dict[str, Callable[[], object]], warmup: int,
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - start)
@@ -189,9 +228,14 @@ def make_optimizer(model: nn.Module, adamw_impl: str) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, **kwargs)
 
 
-def train_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, dtype: str,
-                  batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
+def train_step_fn(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dtype: str,
+    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+) -> Callable[[], None]:
     """One training iteration exactly as the runner does it; `batch` supplies the data."""
+
     def step() -> None:
         x, y = batch()
         with autocast(dtype):
@@ -199,11 +243,11 @@ def train_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, dtype: str
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
-def train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: str,
-             adamw_impl: str) -> Callable[[], None]:
+def train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: str, adamw_impl: str) -> Callable[[], None]:
     """One training iteration on one in-memory batch (the data path is measured separately)."""
     model.train()
     return train_step_fn(model, make_optimizer(model, adamw_impl), dtype, lambda: (x, y))
@@ -217,6 +261,7 @@ def eval_fn(model: nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], None]
     def forward() -> None:
         with torch.inference_mode(), autocast(dtype):
             model(x)
+
     return forward
 
 
@@ -237,8 +282,10 @@ def matmul_peak(dtype: torch.dtype, size: int, reps: int) -> float:
     image = a.t().reshape(1, size, size, 1).to(memory_format=torch.channels_last)
     weight = b.t().reshape(size, size, 1, 1).contiguous()
     with torch.inference_mode():
-        seconds = min(median_seconds(lambda: torch.mm(a, b), warmup=2, iters=reps),
-                      median_seconds(lambda: F.conv2d(image, weight), warmup=2, iters=reps))
+        seconds = min(
+            median_seconds(lambda: torch.mm(a, b), warmup=2, iters=reps),
+            median_seconds(lambda: F.conv2d(image, weight), warmup=2, iters=reps),
+        )
     return 2 * size**3 / seconds / 1e9
 
 
@@ -248,6 +295,7 @@ def runner_dtype() -> str:
 
 
 # ----------------------------------------------------------------------------- data paths
+
 
 def synthetic_fashion_mnist(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random uint8 images of Fashion-MNIST's shape (N, 1, 28, 28) and 10-class labels."""
@@ -271,12 +319,22 @@ class TransformedTensorDataset(TensorDataset):
 
 def naive_loader(images: torch.Tensor, labels: torch.Tensor, batch: int) -> DataLoader:
     """The torchvision-style pipeline: per-sample v2 transforms, num_workers=0."""
-    transform = v2.Compose([
-        v2.Pad(2), v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize([FASHION_MNIST_MEAN], [FASHION_MNIST_STD])])
-    return DataLoader(TransformedTensorDataset(images, labels, transform), batch_size=batch,
-                      shuffle=True, num_workers=0, drop_last=True)
+    transform = v2.Compose(
+        [
+            v2.Pad(2),
+            v2.RandomCrop(32, padding=4),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([FASHION_MNIST_MEAN], [FASHION_MNIST_STD]),
+        ]
+    )
+    return DataLoader(
+        TransformedTensorDataset(images, labels, transform),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=0,
+        drop_last=True,
+    )
 
 
 def endless(loader: DataLoader) -> Iterator:
@@ -290,9 +348,18 @@ class OurBatches:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, seed: int) -> None:
         cfg = load_study("cpu")[0].train
-        self.loader = RunnerBatches(images, labels, batch, train=True, seed=seed, resolution=cfg.resolution,
-                                    mean=torch.tensor([FASHION_MNIST_MEAN]), std=torch.tensor([FASHION_MNIST_STD]),
-                                    augment=BatchAugment(cfg), channels_last=cfg.channels_last)
+        self.loader = RunnerBatches(
+            images,
+            labels,
+            batch,
+            train=True,
+            seed=seed,
+            resolution=cfg.resolution,
+            mean=torch.tensor([FASHION_MNIST_MEAN]),
+            std=torch.tensor([FASHION_MNIST_STD]),
+            augment=BatchAugment(cfg),
+            channels_last=cfg.channels_last,
+        )
         self.epoch = 0
         self.batches = iter(self.loader)
 
@@ -306,8 +373,9 @@ class OurBatches:
             return next(self.batches)
 
 
-def measure_naive_vs_ours(job: Job, images: torch.Tensor, labels: torch.Tensor, seed: int,
-                          drop_path: float, adamw_impl: str) -> dict[str, float]:
+def measure_naive_vs_ours(
+    job: Job, images: torch.Tensor, labels: torch.Tensor, seed: int, drop_path: float, adamw_impl: str
+) -> dict[str, float]:
     """Training img/s of one architecture fed and run the naive way and our way. The
     iteration time includes fetching the batch."""
     s = job.setting
@@ -320,15 +388,14 @@ def measure_naive_vs_ours(job: Job, images: torch.Tensor, labels: torch.Tensor, 
 
     model = make_model(job, drop_path, seed).to(memory_format=torch.channels_last)
     model.train()
-    ours = train_step_fn(model, make_optimizer(model, adamw_impl), runner_dtype(),
-                         OurBatches(images, labels, s.batch, seed))
+    ours = train_step_fn(
+        model, make_optimizer(model, adamw_impl), runner_dtype(), OurBatches(images, labels, s.batch, seed)
+    )
     ours_img_s = s.batch / median_seconds(ours, s.warmup, s.iters)
-    return {"naive_img_s": naive_img_s, "ours_img_s": ours_img_s,
-            "speedup": ours_img_s / naive_img_s}
+    return {"naive_img_s": naive_img_s, "ours_img_s": ours_img_s, "speedup": ours_img_s / naive_img_s}
 
 
-def measure_data_paths(images: torch.Tensor, labels: torch.Tensor, batch: int,
-                       seed: int) -> dict[str, float]:
+def measure_data_paths(images: torch.Tensor, labels: torch.Tensor, batch: int, seed: int) -> dict[str, float]:
     """img/s of the two data paths alone: is the data a bottleneck of either?"""
     loader = naive_loader(images, labels, batch)
     batches = endless(loader)
@@ -339,8 +406,8 @@ def measure_data_paths(images: torch.Tensor, labels: torch.Tensor, batch: int,
 
 # ----------------------------------------------------------------------------- planning
 
-def plan_jobs(args: argparse.Namespace,
-              settings: dict[str, Setting]) -> tuple[list[Job], list[Pair]]:
+
+def plan_jobs(args: argparse.Namespace, settings: dict[str, Setting]) -> tuple[list[Job], list[Pair]]:
     """Jobs timed alone: setting a's selected steps at the preset width, setting b's --steps-b.
     Pairs timed in alternation: in each setting, our steps 0 / 15 at width 1 and torchvision's
     resnet50 / convnext_tiny (if step 0 / 15 is selected). A step that is also in a pair is
@@ -356,11 +423,18 @@ def plan_jobs(args: argparse.Namespace,
         if args.torchvision:
             for st in chosen if name == "b" else steps:
                 if st.slug in twins:
-                    pairs.append(Pair(Job(st.slug, st.index, setting, 1.0),
-                                      Job(f"torchvision.{twins[st.slug]}", None, setting, 1.0)))
+                    pairs.append(
+                        Pair(
+                            Job(st.slug, st.index, setting, 1.0),
+                            Job(f"torchvision.{twins[st.slug]}", None, setting, 1.0),
+                        )
+                    )
                     paired.add(st.slug)
-        jobs += [Job(st.slug, st.index, setting, setting.width_mult) for st in chosen
-                 if not (st.slug in paired and setting.width_mult == 1.0)]
+        jobs += [
+            Job(st.slug, st.index, setting, setting.width_mult)
+            for st in chosen
+            if not (st.slug in paired and setting.width_mult == 1.0)
+        ]
     return jobs, pairs
 
 
@@ -373,52 +447,66 @@ def with_macs(job: Job, drop_path: float) -> Job:
 # matmul peak that a large training / eval iteration reaches, plus a fixed per-iteration cost
 # (dispatch, small kernels) at a peak of 120 GFLOP/s: rough fits to a few probes on a 2-core
 # AVX-512 Xeon without AMX, where bf16 kernels ran at about half the fp32 speed.
-_COST_FACTOR = {("channels_last", "fp32"): 1.0, ("channels_last", "bf16"): 1.5,
-                ("contiguous", "fp32"): 1.8, ("contiguous", "bf16"): 2.2}
+_COST_FACTOR = {
+    ("channels_last", "fp32"): 1.0,
+    ("channels_last", "bf16"): 1.5,
+    ("contiguous", "fp32"): 1.8,
+    ("contiguous", "bf16"): 2.2,
+}
 _EFFICIENCY = {"train": 0.4, "eval": 0.55}
 _OVERHEAD_S = {"train": 0.25, "eval": 0.04}
 
 
-def estimate_seconds(macs: int, setting: Setting, memory_format: str, dtype: str, mode: str,
-                     peak_gflops: float) -> float:
+def estimate_seconds(
+    macs: int, setting: Setting, memory_format: str, dtype: str, mode: str, peak_gflops: float
+) -> float:
     """A rough a-priori duration of one measurement (warm-up + timed iterations), only to
     print a plan and an ETA; the running ETA rescales it by the time actually taken."""
     passes = 3 if mode == "train" else 1
     flops = 2 * macs * passes * setting.batch
-    iteration = (flops / (_EFFICIENCY[mode] * peak_gflops * 1e9)
-                 + _OVERHEAD_S[mode] * 120 / peak_gflops)
+    iteration = flops / (_EFFICIENCY[mode] * peak_gflops * 1e9) + _OVERHEAD_S[mode] * 120 / peak_gflops
     return (setting.warmup + setting.iters) * iteration * _COST_FACTOR[memory_format, dtype]
 
 
 Work = tuple[Job | Pair, str | None, str | None, float]
 
 
-def plan_work(args: argparse.Namespace, jobs: list[Job], pairs: list[Pair],
-              naive_jobs: list[Job], peak_fp32: float) -> list[Work]:
+def plan_work(
+    args: argparse.Namespace, jobs: list[Job], pairs: list[Pair], naive_jobs: list[Job], peak_fp32: float
+) -> list[Work]:
     """(job or pair, memory format, dtype, estimated seconds) in run order; format None =
     the naive-vs-ours comparison, run after setting a."""
     work: list[Work] = []
 
     def estimate(job: Job, fmt: str, dtype: str, iters: int) -> float:
         s = replace(job.setting, iters=iters)
-        return sum(estimate_seconds(job.macs, s, fmt, dtype, mode, peak_fp32)
-                   for mode in ("train", "eval"))
+        return sum(estimate_seconds(job.macs, s, fmt, dtype, mode, peak_fp32) for mode in ("train", "eval"))
 
     for name in args.settings:
         for job in (j for j in jobs if j.setting.name == name):
-            work += [(job, fmt, dtype, estimate(job, fmt, dtype, job.setting.iters))
-                     for fmt in args.formats for dtype in args.dtypes]
+            work += [
+                (job, fmt, dtype, estimate(job, fmt, dtype, job.setting.iters))
+                for fmt in args.formats
+                for dtype in args.dtypes
+            ]
         for pair in (p for p in pairs if p.ours.setting.name == name):
             rounds = getattr(args, f"pair_rounds_{name}")
-            work += [(pair, fmt, dtype, sum(estimate(j, fmt, dtype, rounds)
-                                            for j in (pair.ours, pair.theirs)))
-                     for fmt in args.formats for dtype in args.dtypes]
+            work += [
+                (pair, fmt, dtype, sum(estimate(j, fmt, dtype, rounds) for j in (pair.ours, pair.theirs)))
+                for fmt in args.formats
+                for dtype in args.dtypes
+            ]
         if name == "a":  # both paths train; the naive loader adds ~0.5 ms per image
-            work += [(job, None, None,
-                      sum(estimate_seconds(job.macs, job.setting, fmt, "fp32", "train", peak_fp32)
-                          for fmt in FORMATS)
-                      + (job.setting.warmup + job.setting.iters) * job.setting.batch * 5e-4)
-                     for job in naive_jobs]
+            work += [
+                (
+                    job,
+                    None,
+                    None,
+                    sum(estimate_seconds(job.macs, job.setting, fmt, "fp32", "train", peak_fp32) for fmt in FORMATS)
+                    + (job.setting.warmup + job.setting.iters) * job.setting.batch * 5e-4,
+                )
+                for job in naive_jobs
+            ]
     return work
 
 
@@ -428,9 +516,11 @@ def warn_if_busy() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     cpus = os.cpu_count() or 1
     if load > 0.5:
-        print(f"warning: load average {load:.1f} on {cpus} cpus before starting: other processes "
-              f"compete for the cores, numbers will be low and noisy (if the machine cannot be "
-              f"idle, --threads {max(1, cpus - round(load))} avoids oversubscription)")
+        print(
+            f"warning: load average {load:.1f} on {cpus} cpus before starting: other processes "
+            f"compete for the cores, numbers will be low and noisy (if the machine cannot be "
+            f"idle, --threads {max(1, cpus - round(load))} avoids oversubscription)"
+        )
 
 
 def fmt_duration(seconds: float) -> str:
@@ -438,6 +528,7 @@ def fmt_duration(seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------- reports
+
 
 def cpu_description() -> str:
     """CPU model, core count, and the ISA features that decide fp32 vs bf16 speed."""
@@ -465,33 +556,45 @@ def format_ratios(df: pd.DataFrame) -> pd.DataFrame:
 
             def ratio(a: tuple[str, str], b: tuple[str, str]) -> float:
                 return img_s[a] / img_s[b] if a in img_s.index and b in img_s.index else math.nan
-            rows.append({
-                "setting": setting, "model": model, "width": width, "mode": mode,
-                "cl/contig fp32": ratio(("channels_last", "fp32"), ("contiguous", "fp32")),
-                "cl/contig bf16": ratio(("channels_last", "bf16"), ("contiguous", "bf16")),
-                "bf16/fp32 contig": ratio(("contiguous", "bf16"), ("contiguous", "fp32")),
-                "bf16/fp32 cl": ratio(("channels_last", "bf16"), ("channels_last", "fp32")),
-            })
+
+            rows.append(
+                {
+                    "setting": setting,
+                    "model": model,
+                    "width": width,
+                    "mode": mode,
+                    "cl/contig fp32": ratio(("channels_last", "fp32"), ("contiguous", "fp32")),
+                    "cl/contig bf16": ratio(("channels_last", "bf16"), ("contiguous", "bf16")),
+                    "bf16/fp32 contig": ratio(("contiguous", "bf16"), ("contiguous", "fp32")),
+                    "bf16/fp32 cl": ratio(("channels_last", "bf16"), ("channels_last", "fp32")),
+                }
+            )
     return pd.DataFrame(rows).dropna(axis=1, how="all")
 
 
-def pair_row(pair: Pair, fmt: str, dtype: str,
-             times: dict[str, dict[str, list[float]]]) -> dict:
+def pair_row(pair: Pair, fmt: str, dtype: str, times: dict[str, dict[str, list[float]]]) -> dict:
     """One row of the paired comparison: each side's median img/s and, per mode, the
     quartiles of the round-by-round speed ratio ours/torchvision (> 1: ours faster)."""
-    row = {"setting": pair.ours.setting.name, "ours": pair.ours.model,
-           "torchvision": pair.theirs.model.removeprefix("torchvision."),
-           "memory_format": fmt, "dtype": dtype}
+    row = {
+        "setting": pair.ours.setting.name,
+        "ours": pair.ours.model,
+        "torchvision": pair.theirs.model.removeprefix("torchvision."),
+        "memory_format": fmt,
+        "dtype": dtype,
+    }
     batch = pair.ours.setting.batch
     for mode, by_model in times.items():
         ours, theirs = by_model[pair.ours.model], by_model[pair.theirs.model]
         ratios = [t / o for o, t in zip(ours, theirs)]
         q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-        row |= {f"{mode}_ours_img_s": batch / statistics.median(ours),
-                f"{mode}_tv_img_s": batch / statistics.median(theirs),
-                f"{mode}_ratio_median": statistics.median(ratios),
-                f"{mode}_ratio_q1": q1, f"{mode}_ratio_q3": q3,
-                f"{mode}_rounds_ours_faster": sum(r > 1 for r in ratios) / len(ratios)}
+        row |= {
+            f"{mode}_ours_img_s": batch / statistics.median(ours),
+            f"{mode}_tv_img_s": batch / statistics.median(theirs),
+            f"{mode}_ratio_median": statistics.median(ratios),
+            f"{mode}_ratio_q1": q1,
+            f"{mode}_ratio_q3": q3,
+            f"{mode}_rounds_ours_faster": sum(r > 1 for r in ratios) / len(ratios),
+        }
     return row | {"rounds": len(ratios)}
 
 
@@ -509,10 +612,19 @@ def ours_vs_torchvision(df: pd.DataFrame) -> pd.DataFrame:
             for mode in ("train", "eval"):
                 col = f"{mode}_img_s"
                 o, t = ours[col].idxmax(), tv[col].idxmax()
-                best.append({"setting": setting, "mode": mode, "ours": slug,
-                             "ours best": "/".join(o), "ours img/s": ours.at[o, col],
-                             "torchvision": tv_name, "tv best": "/".join(t),
-                             "tv img/s": tv.at[t, col], "ours/tv": ours.at[o, col] / tv.at[t, col]})
+                best.append(
+                    {
+                        "setting": setting,
+                        "mode": mode,
+                        "ours": slug,
+                        "ours best": "/".join(o),
+                        "ours img/s": ours.at[o, col],
+                        "torchvision": tv_name,
+                        "tv best": "/".join(t),
+                        "tv img/s": tv.at[t, col],
+                        "ours/tv": ours.at[o, col] / tv.at[t, col],
+                    }
+                )
     return pd.DataFrame(best)
 
 
@@ -522,8 +634,10 @@ def format_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     for mode in ("train", "eval"):
         table[f"{mode} ours"] = pairs[f"{mode}_ours_img_s"].round(1)
         table[f"{mode} tv"] = pairs[f"{mode}_tv_img_s"].round(1)
-        table[f"{mode} ours/tv"] = [f"{m:.2f} [{a:.2f}, {b:.2f}]" for m, a, b in zip(
-            pairs[f"{mode}_ratio_median"], pairs[f"{mode}_ratio_q1"], pairs[f"{mode}_ratio_q3"])]
+        table[f"{mode} ours/tv"] = [
+            f"{m:.2f} [{a:.2f}, {b:.2f}]"
+            for m, a, b in zip(pairs[f"{mode}_ratio_median"], pairs[f"{mode}_ratio_q1"], pairs[f"{mode}_ratio_q3"])
+        ]
     table["rounds"] = pairs["rounds"]
     return table
 
@@ -538,15 +652,23 @@ def print_table(title: str, table: pd.DataFrame) -> None:
     if table.empty:
         print("(nothing measured)")
         return
-    with pd.option_context("display.width", 250, "display.max_columns", 40,
-                           "display.max_rows", 1000, "display.float_format", "{:.3g}".format):
+    with pd.option_context(
+        "display.width",
+        250,
+        "display.max_columns",
+        40,
+        "display.max_rows",
+        1000,
+        "display.float_format",
+        "{:.3g}".format,
+    ):
         print(table.to_string(index=False))
 
 
 # ----------------------------------------------------------------------------- main
 
-def model_and_batch(job: Job, fmt: str, drop_path: float,
-                    seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+
+def model_and_batch(job: Job, fmt: str, drop_path: float, seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The runner's fast path: model and in-memory input batch both in `fmt`."""
     s = job.setting
     model = make_model(job, drop_path, seed).to(memory_format=FORMATS[fmt])
@@ -556,8 +678,16 @@ def model_and_batch(job: Job, fmt: str, drop_path: float,
     return model, to_format(x, FORMATS[fmt]), y
 
 
-def measure_row(job: Job, fmt: str, dtype: str, model: nn.Module, x: torch.Tensor,
-                y: torch.Tensor, adamw_impl: str, peak: dict[str, float]) -> dict:
+def measure_row(
+    job: Job,
+    fmt: str,
+    dtype: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    adamw_impl: str,
+    peak: dict[str, float],
+) -> dict:
     """Train and eval img/s of one model x format x dtype, timed alone."""
     s = job.setting
     train_s = median_seconds(train_fn(model, x, y, dtype, adamw_impl), s.warmup, s.iters)
@@ -565,50 +695,70 @@ def measure_row(job: Job, fmt: str, dtype: str, model: nn.Module, x: torch.Tenso
     return row_from_seconds(job, fmt, dtype, train_s, eval_s, peak)
 
 
-def measure_pair(pair: Pair, fmt: str, dtype: str, rounds: int, adamw_impl: str,
-                 drop_path: float, seed: int, peak: dict[str, float]) -> tuple[list[dict], dict]:
+def measure_pair(
+    pair: Pair, fmt: str, dtype: str, rounds: int, adamw_impl: str, drop_path: float, seed: int, peak: dict[str, float]
+) -> tuple[list[dict], dict]:
     """Both sides of a pair on the same input batch, timed in alternation: a throughput row
     for each (medians) and the pair's ratio row."""
-    sides = {job.model: (job, *model_and_batch(job, fmt, drop_path, seed))
-             for job in (pair.ours, pair.theirs)}
+    sides = {job.model: (job, *model_and_batch(job, fmt, drop_path, seed)) for job in (pair.ours, pair.theirs)}
     x, y = sides[pair.ours.model][2:]
     times = {
-        "train": interleaved_seconds({name: train_fn(model, x, y, dtype, adamw_impl)
-                                      for name, (_, model, _, _) in sides.items()},
-                                     pair.ours.setting.warmup, rounds),
-        "eval": interleaved_seconds({name: eval_fn(model, x, dtype)
-                                     for name, (_, model, _, _) in sides.items()},
-                                    pair.ours.setting.warmup, rounds),
+        "train": interleaved_seconds(
+            {name: train_fn(model, x, y, dtype, adamw_impl) for name, (_, model, _, _) in sides.items()},
+            pair.ours.setting.warmup,
+            rounds,
+        ),
+        "eval": interleaved_seconds(
+            {name: eval_fn(model, x, dtype) for name, (_, model, _, _) in sides.items()},
+            pair.ours.setting.warmup,
+            rounds,
+        ),
     }
-    rows = [row_from_seconds(job, fmt, dtype, statistics.median(times["train"][name]),
-                             statistics.median(times["eval"][name]), peak)
-            for name, (job, *_) in sides.items()]
+    rows = [
+        row_from_seconds(
+            job, fmt, dtype, statistics.median(times["train"][name]), statistics.median(times["eval"][name]), peak
+        )
+        for name, (job, *_) in sides.items()
+    ]
     return rows, pair_row(pair, fmt, dtype, times)
 
 
-def row_from_seconds(job: Job, fmt: str, dtype: str, train_s: float, eval_s: float,
-                     peak: dict[str, float]) -> dict:
+def row_from_seconds(job: Job, fmt: str, dtype: str, train_s: float, eval_s: float, peak: dict[str, float]) -> dict:
     """A throughput row: img/s and the GFLOP/s they imply."""
     s = job.setting
     train, evaluate = s.batch / train_s, s.batch / eval_s
     gflop = 2 * job.macs / 1e9  # per image, forward; training counts 3 forwards
-    return {"model": job.model, "step_index": job.step_index, "setting": s.name,
-            "resolution": s.resolution, "batch": s.batch, "width_mult": job.width_mult,
-            "in_chans": s.in_chans, "num_classes": s.num_classes, "memory_format": fmt,
-            "dtype": dtype, "train_img_s": train, "eval_img_s": evaluate,
-            "gmacs_per_img": job.macs / 1e9, "train_gflops": 3 * gflop * train,
-            "eval_gflops": gflop * evaluate, "train_peak_frac": 3 * gflop * train / peak[dtype],
-            "eval_peak_frac": gflop * evaluate / peak[dtype]}
+    return {
+        "model": job.model,
+        "step_index": job.step_index,
+        "setting": s.name,
+        "resolution": s.resolution,
+        "batch": s.batch,
+        "width_mult": job.width_mult,
+        "in_chans": s.in_chans,
+        "num_classes": s.num_classes,
+        "memory_format": fmt,
+        "dtype": dtype,
+        "train_img_s": train,
+        "eval_img_s": evaluate,
+        "gmacs_per_img": job.macs / 1e9,
+        "train_gflops": 3 * gflop * train,
+        "eval_gflops": gflop * evaluate,
+        "train_peak_frac": 3 * gflop * train / peak[dtype],
+        "eval_peak_frac": gflop * evaluate / peak[dtype],
+    }
 
 
 def csv_list(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
     """argparse type: a comma list of values from `allowed`."""
+
     def parse(text: str) -> list[str]:
         values = [v.strip() for v in text.split(",") if v.strip()]
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
         return list(dict.fromkeys(values))
+
     return parse
 
 
@@ -616,72 +766,109 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Setting a defaults: the cpu preset's (32px, batch 256, width 0.25), 10 classes, 1 input channel "
-               "(torchvision models keep width 1 and get a 1-channel stem). Setting b defaults: "
-               "224px, batch 32, width 1, 1000 classes, 3 channels. The CSV has one row per "
-               "model x setting x memory format x dtype; the naive-path comparison goes to "
-               "<out>_naive.csv. Training GFLOP/s count 3x the forward's multiply-adds x 2.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", default="all",
-                   help="our steps: 'all' or a comma list of slugs, indices and ranges (0-5)")
-    p.add_argument("--settings", type=csv_list(("a", "b")), default="a,b",
-                   help="which settings to run, comma list of a,b")
-    p.add_argument("--steps-b", default=ENDPOINT_STEPS,
-                   help="steps measured in setting b (the costly 224px one): a selection as "
-                        "--steps, or 'same' for all of --steps (16 steps: ~30 min more on 2 "
-                        "idle cores). The default 0,15 is what the comparison with torchvision "
-                        "needs")
-    p.add_argument("--formats", type=csv_list(tuple(FORMATS)), default=",".join(FORMATS),
-                   help="memory formats, comma list")
-    p.add_argument("--dtypes", type=csv_list(DTYPES), default=",".join(DTYPES),
-                   help="fp32 and/or bf16 (= CPU bf16 autocast around forward + loss)")
-    p.add_argument("--torchvision", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure torchvision's resnet50 and convnext_tiny (width 1), "
-                        "and in setting a our steps 0 and 15 at width 1 to compare with them")
-    p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True,
-                   help="in setting a, compare the naive torchvision-style training path with "
-                        "ours for each step (1 input channel, synthetic Fashion-MNIST)")
-    p.add_argument("--warmup", type=int, help="warm-up iterations in every setting (overrides "
-                                               "--warmup-a/-b)")
-    p.add_argument("--iters", type=int, help="timed iterations in every setting (overrides "
-                                              "--iters-a/-b; not the --pair-rounds)")
+        "(torchvision models keep width 1 and get a 1-channel stem). Setting b defaults: "
+        "224px, batch 32, width 1, 1000 classes, 3 channels. The CSV has one row per "
+        "model x setting x memory format x dtype; the naive-path comparison goes to "
+        "<out>_naive.csv. Training GFLOP/s count 3x the forward's multiply-adds x 2.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--steps", default="all", help="our steps: 'all' or a comma list of slugs, indices and ranges (0-5)")
+    p.add_argument(
+        "--settings", type=csv_list(("a", "b")), default="a,b", help="which settings to run, comma list of a,b"
+    )
+    p.add_argument(
+        "--steps-b",
+        default=ENDPOINT_STEPS,
+        help="steps measured in setting b (the costly 224px one): a selection as "
+        "--steps, or 'same' for all of --steps (16 steps: ~30 min more on 2 "
+        "idle cores). The default 0,15 is what the comparison with torchvision "
+        "needs",
+    )
+    p.add_argument(
+        "--formats", type=csv_list(tuple(FORMATS)), default=",".join(FORMATS), help="memory formats, comma list"
+    )
+    p.add_argument(
+        "--dtypes",
+        type=csv_list(DTYPES),
+        default=",".join(DTYPES),
+        help="fp32 and/or bf16 (= CPU bf16 autocast around forward + loss)",
+    )
+    p.add_argument(
+        "--torchvision",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure torchvision's resnet50 and convnext_tiny (width 1), "
+        "and in setting a our steps 0 and 15 at width 1 to compare with them",
+    )
+    p.add_argument(
+        "--naive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="in setting a, compare the naive torchvision-style training path with "
+        "ours for each step (1 input channel, synthetic Fashion-MNIST)",
+    )
+    p.add_argument("--warmup", type=int, help="warm-up iterations in every setting (overrides --warmup-a/-b)")
+    p.add_argument(
+        "--iters", type=int, help="timed iterations in every setting (overrides --iters-a/-b; not the --pair-rounds)"
+    )
     preset = load_study("cpu")[0].train  # setting a = the default study's shapes
     for name, res, batch, width, classes, chans, warmup, iters in (
-            ("a", preset.resolution, preset.batch_size, preset.width_mult, 10, 1, 2, 3),
-            ("b", 224, 32, 1.0, 1000, 3, 1, 1)):
+        ("a", preset.resolution, preset.batch_size, preset.width_mult, 10, 1, 2, 3),
+        ("b", 224, 32, 1.0, 1000, 3, 1, 1),
+    ):
         p.add_argument(f"--res-{name}", type=int, default=res, help=f"setting {name} resolution")
         p.add_argument(f"--batch-{name}", type=int, default=batch, help=f"setting {name} batch")
-        p.add_argument(f"--width-{name}", type=float, default=width,
-                       help=f"setting {name} width_mult of our steps")
-        p.add_argument(f"--classes-{name}", type=int, default=classes,
-                       help=f"setting {name} classes")
-        p.add_argument(f"--in-chans-{name}", type=int, default=chans,
-                       help=f"setting {name} input channels")
-        p.add_argument(f"--warmup-{name}", type=int, default=warmup,
-                       help=f"setting {name} warm-up iterations")
-        p.add_argument(f"--iters-{name}", type=int, default=iters,
-                       help=f"setting {name} timed iterations (median reported)"
-                            + ("; one 224px iteration takes seconds, so 1 keeps the default "
-                               "run near 15 min; 2 adds ~4 min" if name == "b" else ""))
+        p.add_argument(f"--width-{name}", type=float, default=width, help=f"setting {name} width_mult of our steps")
+        p.add_argument(f"--classes-{name}", type=int, default=classes, help=f"setting {name} classes")
+        p.add_argument(f"--in-chans-{name}", type=int, default=chans, help=f"setting {name} input channels")
+        p.add_argument(f"--warmup-{name}", type=int, default=warmup, help=f"setting {name} warm-up iterations")
+        p.add_argument(
+            f"--iters-{name}",
+            type=int,
+            default=iters,
+            help=f"setting {name} timed iterations (median reported)"
+            + (
+                "; one 224px iteration takes seconds, so 1 keeps the default run near 15 min; 2 adds ~4 min"
+                if name == "b"
+                else ""
+            ),
+        )
     for name, rounds in (("a", 16), ("b", 6)):
-        p.add_argument(f"--pair-rounds-{name}", type=int, default=rounds,
-                       help=f"setting {name}: rounds of the comparison with torchvision (each "
-                            "round times one iteration of each side, in alternation)")
-    p.add_argument("--drop-path", type=float, default=0.0,
-                   help="stochastic depth of our steps and of torchvision's convnext_tiny "
-                        "(torchvision's own default is 0.1; 0 keeps both equal and cheapest)")
-    p.add_argument("--adamw", choices=("default", "foreach", "fused"), default="fused",
-                   help="AdamW implementation (fused, as the runner; default = PyTorch's choice, "
-                        "a for-loop on CPU)")
+        p.add_argument(
+            f"--pair-rounds-{name}",
+            type=int,
+            default=rounds,
+            help=f"setting {name}: rounds of the comparison with torchvision (each "
+            "round times one iteration of each side, in alternation)",
+        )
+    p.add_argument(
+        "--drop-path",
+        type=float,
+        default=0.0,
+        help="stochastic depth of our steps and of torchvision's convnext_tiny "
+        "(torchvision's own default is 0.1; 0 keeps both equal and cheapest)",
+    )
+    p.add_argument(
+        "--adamw",
+        choices=("default", "foreach", "fused"),
+        default="fused",
+        help="AdamW implementation (fused, as the runner; default = PyTorch's choice, a for-loop on CPU)",
+    )
     p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
     p.add_argument("--peak-reps", type=int, default=5, help="matmuls timed for the peak")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads; 0 keeps PyTorch's default (all cores)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps PyTorch's default (all cores)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and crops")
-    p.add_argument("--dry-run", action="store_true",
-                   help="measure the matmul peak, print the plan with estimated durations, exit")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput.csv",
-                   help="CSV of all rows (rewritten after each model, so a stopped run keeps "
-                        "what it measured)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="measure the matmul peak, print the plan with estimated durations, exit"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "throughput.csv",
+        help="CSV of all rows (rewritten after each model, so a stopped run keeps what it measured)",
+    )
     args = p.parse_args(argv)
     if min(args.batch_a, args.batch_b, args.res_a, args.res_b) < 1:
         p.error("batches and resolutions must be positive")
@@ -690,8 +877,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, f"warmup_{name}", args.warmup)
         if args.iters is not None:
             setattr(args, f"iters_{name}", args.iters)
-        if min(getattr(args, f"iters_{name}"), getattr(args, f"pair_rounds_{name}")) < 1 \
-                or getattr(args, f"warmup_{name}") < 0:
+        if (
+            min(getattr(args, f"iters_{name}"), getattr(args, f"pair_rounds_{name}")) < 1
+            or getattr(args, f"warmup_{name}") < 0
+        ):
             p.error("need iters >= 1 and warmup >= 0")
     try:
         resolve_steps(args.steps)
@@ -706,49 +895,71 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = {name: Setting(name, getattr(args, f"res_{name}"), getattr(args, f"batch_{name}"),
-                              getattr(args, f"width_{name}"), getattr(args, f"classes_{name}"),
-                              getattr(args, f"in_chans_{name}"), getattr(args, f"warmup_{name}"),
-                              getattr(args, f"iters_{name}"))
-                for name in ("a", "b")}
-    meta = {"torch_version": torch.__version__, "cpu": cpu_description(),
-            "date": dt.datetime.now().isoformat(timespec="seconds")}
+    settings = {
+        name: Setting(
+            name,
+            getattr(args, f"res_{name}"),
+            getattr(args, f"batch_{name}"),
+            getattr(args, f"width_{name}"),
+            getattr(args, f"classes_{name}"),
+            getattr(args, f"in_chans_{name}"),
+            getattr(args, f"warmup_{name}"),
+            getattr(args, f"iters_{name}"),
+        )
+        for name in ("a", "b")
+    }
+    meta = {
+        "torch_version": torch.__version__,
+        "cpu": cpu_description(),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+    }
     print(f"torch {meta['torch_version']}, torchvision {torchvision.__version__}; {meta['cpu']}")
     started = time.perf_counter()
 
-    peak = {"fp32": matmul_peak(torch.float32, args.peak_size, args.peak_reps),
-            "bf16": matmul_peak(torch.bfloat16, args.peak_size, args.peak_reps)}
-    print(f"dense peak ({args.peak_size}^3, best of matmul and 1x1 conv): fp32 {peak['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peak['bf16']:.0f} GFLOP/s")
+    peak = {
+        "fp32": matmul_peak(torch.float32, args.peak_size, args.peak_reps),
+        "bf16": matmul_peak(torch.bfloat16, args.peak_size, args.peak_reps),
+    }
+    print(
+        f"dense peak ({args.peak_size}^3, best of matmul and 1x1 conv): fp32 {peak['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peak['bf16']:.0f} GFLOP/s"
+    )
 
     planned_jobs, planned_pairs = plan_jobs(args, settings)
     jobs = [with_macs(job, args.drop_path) for job in planned_jobs]
-    pairs = [Pair(with_macs(p.ours, args.drop_path), with_macs(p.theirs, args.drop_path))
-             for p in planned_pairs]
-    naive_jobs = ([j for j in jobs if j.setting.name == "a" and not j.is_torchvision
-                   and j.width_mult == settings["a"].width_mult]
-                  if args.naive and "a" in args.settings else [])
-    naive_jobs = [replace(j, setting=replace(j.setting, in_chans=1, num_classes=10))
-                  for j in naive_jobs]
+    pairs = [Pair(with_macs(p.ours, args.drop_path), with_macs(p.theirs, args.drop_path)) for p in planned_pairs]
+    naive_jobs = (
+        [j for j in jobs if j.setting.name == "a" and not j.is_torchvision and j.width_mult == settings["a"].width_mult]
+        if args.naive and "a" in args.settings
+        else []
+    )
+    naive_jobs = [replace(j, setting=replace(j.setting, in_chans=1, num_classes=10)) for j in naive_jobs]
     work = plan_work(args, jobs, pairs, naive_jobs, peak["fp32"])
     total_estimate = sum(w[3] for w in work)
     parts: dict[str, float] = {}
     for item, fmt, _, seconds in work:
         setting_name = (item.ours if isinstance(item, Pair) else item).setting.name
-        key = (f"naive path x{len(naive_jobs)}" if fmt is None else
-               f"setting {setting_name}{' vs torchvision' if isinstance(item, Pair) else ''}")
+        key = (
+            f"naive path x{len(naive_jobs)}"
+            if fmt is None
+            else f"setting {setting_name}{' vs torchvision' if isinstance(item, Pair) else ''}"
+        )
         parts[key] = parts.get(key, 0.0) + seconds
-    print(f"plan: {len(work)} measurements, rough estimate {fmt_duration(total_estimate)} ("
-          + ", ".join(f"{k} ~{fmt_duration(v)}" for k, v in parts.items())
-          + "); a running ETA follows")
+    print(
+        f"plan: {len(work)} measurements, rough estimate {fmt_duration(total_estimate)} ("
+        + ", ".join(f"{k} ~{fmt_duration(v)}" for k, v in parts.items())
+        + "); a running ETA follows"
+    )
     warn_if_busy()
     if args.dry_run:
         for item, fmt, dtype, seconds in work:
             job = item.ours if isinstance(item, Pair) else item
             name = f"{job.model} vs {item.theirs.model}" if isinstance(item, Pair) else job.model
-            print(f"  {job.setting.name} {name:26s} w{job.width_mult:<5g} "
-                  f"{fmt or 'naive-vs-ours':14s} {dtype or '':5s} {job.macs / 1e9:7.3f} GMACs  "
-                  f"~{fmt_duration(seconds)}")
+            print(
+                f"  {job.setting.name} {name:26s} w{job.width_mult:<5g} "
+                f"{fmt or 'naive-vs-ours':14s} {dtype or '':5s} {job.macs / 1e9:7.3f} GMACs  "
+                f"~{fmt_duration(seconds)}"
+            )
         return 0
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -770,23 +981,36 @@ def main(argv: list[str] | None = None) -> int:
             inputs = None
             gc.collect()
             rounds = getattr(args, f"pair_rounds_{job.ours.setting.name}")
-            side_rows, paired = measure_pair(job, fmt, dtype, rounds, args.adamw, args.drop_path,
-                                             args.seed, peak)
+            side_rows, paired = measure_pair(job, fmt, dtype, rounds, args.adamw, args.drop_path, args.seed, peak)
             rows += [{**r, **meta} for r in side_rows]
             pair_rows.append({**paired, **meta})
-            label = (f"{job.ours.setting.name} {job.ours.model} vs {job.theirs.model} {fmt} "
-                     f"{dtype}: ours/tv train {paired['train_ratio_median']:.2f}x, "
-                     f"eval {paired['eval_ratio_median']:.2f}x")
+            label = (
+                f"{job.ours.setting.name} {job.ours.model} vs {job.theirs.model} {fmt} "
+                f"{dtype}: ours/tv train {paired['train_ratio_median']:.2f}x, "
+                f"eval {paired['eval_ratio_median']:.2f}x"
+            )
         elif fmt is None or dtype is None:
             s = job.setting
             assert data is not None and paths is not None
             result = measure_naive_vs_ours(job, *data, args.seed, args.drop_path, args.adamw)
-            naive_rows.append({"model": job.model, "step_index": job.step_index, "ours_dtype": runner_dtype(),
-                               "resolution": s.resolution, "batch": s.batch,
-                               "width_mult": job.width_mult, **result, **paths, **meta})
-            label = (f"{s.name} {job.model} w{job.width_mult:g} naive-vs-ours: naive "
-                     f"{result['naive_img_s']:.0f} img/s, ours {result['ours_img_s']:.0f} img/s "
-                     f"({result['speedup']:.2f}x)")
+            naive_rows.append(
+                {
+                    "model": job.model,
+                    "step_index": job.step_index,
+                    "ours_dtype": runner_dtype(),
+                    "resolution": s.resolution,
+                    "batch": s.batch,
+                    "width_mult": job.width_mult,
+                    **result,
+                    **paths,
+                    **meta,
+                }
+            )
+            label = (
+                f"{s.name} {job.model} w{job.width_mult:g} naive-vs-ours: naive "
+                f"{result['naive_img_s']:.0f} img/s, ours {result['ours_img_s']:.0f} img/s "
+                f"({result['speedup']:.2f}x)"
+            )
         else:
             if inputs is None or inputs[:2] != (job, fmt):  # fresh model + batch per job x format
                 inputs = None
@@ -794,13 +1018,14 @@ def main(argv: list[str] | None = None) -> int:
                 inputs = (job, fmt, *model_and_batch(job, fmt, args.drop_path, args.seed))
             row = measure_row(job, fmt, dtype, *inputs[2:], args.adamw, peak)
             rows.append({**row, **meta})
-            label = (f"{job.setting.name} {job.model} w{job.width_mult:g} {fmt} {dtype}: train "
-                     f"{row['train_img_s']:.0f} img/s, eval {row['eval_img_s']:.0f} img/s")
+            label = (
+                f"{job.setting.name} {job.model} w{job.width_mult:g} {fmt} {dtype}: train "
+                f"{row['train_img_s']:.0f} img/s, eval {row['eval_img_s']:.0f} img/s"
+            )
         done_estimate += estimate
         elapsed = time.perf_counter() - loop_start
         eta = (total_estimate - done_estimate) * elapsed / max(done_estimate, 1e-9)
-        print(f"[{i:>3}/{len(work)}] {label}  (elapsed {fmt_duration(elapsed)}, "
-              f"ETA {fmt_duration(eta)})", flush=True)
+        print(f"[{i:>3}/{len(work)}] {label}  (elapsed {fmt_duration(elapsed)}, ETA {fmt_duration(eta)})", flush=True)
         if i == len(work) or work[i][0] != job:  # after each model: a stopped run keeps its rows
             results_frame(rows, COLUMNS).to_csv(args.out, index=False)
             if pair_rows:
@@ -810,30 +1035,50 @@ def main(argv: list[str] | None = None) -> int:
     inputs = None
 
     df = results_frame(rows, COLUMNS)
-    print_table("throughput (img/s; GFLOP/s achieved; peak_frac = of the dtype's matmul peak)",
-                df[["setting", "model", "step_index", "width_mult", "memory_format", "dtype",
-                    "train_img_s", "eval_img_s", "gmacs_per_img", "train_gflops",
-                    "eval_gflops", "train_peak_frac", "eval_peak_frac"]])
+    print_table(
+        "throughput (img/s; GFLOP/s achieved; peak_frac = of the dtype's matmul peak)",
+        df[
+            [
+                "setting",
+                "model",
+                "step_index",
+                "width_mult",
+                "memory_format",
+                "dtype",
+                "train_img_s",
+                "eval_img_s",
+                "gmacs_per_img",
+                "train_gflops",
+                "eval_gflops",
+                "train_peak_frac",
+                "eval_peak_frac",
+            ]
+        ],
+    )
     if not df.empty:
-        print_table("speed-ups: channels_last vs contiguous, bf16 autocast vs fp32",
-                    format_ratios(df))
+        print_table("speed-ups: channels_last vs contiguous, bf16 autocast vs fp32", format_ratios(df))
     if pair_rows:
-        print_table("ours vs torchvision at width 1, equal memory format and dtype, timed in "
-                    "alternation (ratio = ours img/s / torchvision img/s per round: median "
-                    "[quartiles]; > 1 = ours faster)", format_pairs(pd.DataFrame(pair_rows)))
-        print_table("best of ours vs best of torchvision (over memory format x dtype)",
-                    ours_vs_torchvision(df))
+        print_table(
+            "ours vs torchvision at width 1, equal memory format and dtype, timed in "
+            "alternation (ratio = ours img/s / torchvision img/s per round: median "
+            "[quartiles]; > 1 = ours faster)",
+            format_pairs(pd.DataFrame(pair_rows)),
+        )
+        print_table("best of ours vs best of torchvision (over memory format x dtype)", ours_vs_torchvision(df))
         print(f"wrote {pairs_out}")
     if naive_rows and paths is not None:
         naive_df = results_frame(naive_rows)
-        print_table("naive path (NCHW fp32, DataLoader + per-sample v2 transforms) vs ours "
-                    f"(channels_last, {runner_dtype()} as the runner, in-memory batches, batched crop+flip), "
-                    "training img/s",
-                    naive_df[["model", "step_index", "width_mult", "naive_img_s", "ours_img_s",
-                              "speedup"]])
-        print(f"data paths alone, batch {settings['a'].batch}: naive DataLoader "
-              f"{paths['naive_loader_img_s']:.0f} img/s, ours (index + batched crop/flip) "
-              f"{paths['ours_batches_img_s']:.0f} img/s")
+        print_table(
+            "naive path (NCHW fp32, DataLoader + per-sample v2 transforms) vs ours "
+            f"(channels_last, {runner_dtype()} as the runner, in-memory batches, batched crop+flip), "
+            "training img/s",
+            naive_df[["model", "step_index", "width_mult", "naive_img_s", "ours_img_s", "speedup"]],
+        )
+        print(
+            f"data paths alone, batch {settings['a'].batch}: naive DataLoader "
+            f"{paths['naive_loader_img_s']:.0f} img/s, ours (index + batched crop/flip) "
+            f"{paths['ours_batches_img_s']:.0f} img/s"
+        )
         print(f"wrote {naive_out}")
     print(f"\nwrote {args.out} ({len(df)} rows) in {fmt_duration(time.perf_counter() - started)}")
     return 0

@@ -12,5 +12,6 @@ a study's runs), report (tables and figures from the records alone; imports no L
 def __getattr__(name: str):  # lazy: importing convnext_roadmap does not import torch
     if name == "load_run":
         from .train.weights import load_run
+
         return load_run
     raise AttributeError(f"module 'convnext_roadmap' has no attribute {name!r}")

@@ -30,8 +30,10 @@ def os_error_message(error: OSError) -> str:
     where = f" ({error.filename})" if error.filename else ""
     code = error.errno
     if code == errno.ENOSPC or code == getattr(errno, "EDQUOT", None):
-        return (f"the disk is full{where}: free space (or choose another --out), then run the same command again; "
-                "finished records are whole")
+        return (
+            f"the disk is full{where}: free space (or choose another --out), then run the same command again; "
+            "finished records are whole"
+        )
     if code in (errno.EACCES, errno.EPERM):
         return f"no permission to write{where}: fix its permissions, or choose another --out / --plots"
     if code == errno.EROFS:
@@ -48,9 +50,14 @@ def check_output_folder(path: Path, flag: str) -> None:
     for parent in (path, *path.parents):
         if parent.exists():
             if not parent.is_dir():
-                raise OutputError(errno.ENOTDIR, f"{flag} {path}: {parent} is a file, not a folder; move it away "
-                                  f"or give {flag} another folder")
+                raise OutputError(
+                    errno.ENOTDIR,
+                    f"{flag} {path}: {parent} is a file, not a folder; move it away or give {flag} another folder",
+                )
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise OutputError(errno.EACCES, f"{flag} {path}: no permission to write in {parent}; fix its "
-                                  f"permissions or give {flag} another folder")
+                raise OutputError(
+                    errno.EACCES,
+                    f"{flag} {path}: no permission to write in {parent}; fix its "
+                    f"permissions or give {flag} another folder",
+                )
             return

@@ -103,5 +103,4 @@ def forward_to(pids: list[int]) -> None:
     _children[:] = [pid for pid in pids if pid not in (None, os.getpid())]
 
 
-__all__ = ["RunInterrupted", "install", "uninstall", "reassert", "received", "check", "forward_to",
-           "STOP_SIGNALS"]
+__all__ = ["RunInterrupted", "install", "uninstall", "reassert", "received", "check", "forward_to", "STOP_SIGNALS"]

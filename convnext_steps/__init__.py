@@ -28,10 +28,29 @@ from .swin import SWIN_B, SWIN_T, SwinSpec
 from .tables import RESNET200_STEPS, STEPS
 from .torchvision_weights import load_torchvision_weights
 
-__all__ = ["NetSpec", "RoadmapNet", "LayerNorm2d", "Step", "StepError", "list_steps", "list_roadmaps",
-           "get_step", "resolve_steps", "derive_step", "register_step", "builtin_slugs", "build_model",
-           "scaled_spec", "load_torchvision_weights", "DEFAULT_ROADMAP", "READINGS", "apply_readings",
-           "SwinSpec", "spec_dict", "step_from_spec"]
+__all__ = [
+    "NetSpec",
+    "RoadmapNet",
+    "LayerNorm2d",
+    "Step",
+    "StepError",
+    "list_steps",
+    "list_roadmaps",
+    "get_step",
+    "resolve_steps",
+    "derive_step",
+    "register_step",
+    "builtin_slugs",
+    "build_model",
+    "scaled_spec",
+    "load_torchvision_weights",
+    "DEFAULT_ROADMAP",
+    "READINGS",
+    "apply_readings",
+    "SwinSpec",
+    "spec_dict",
+    "step_from_spec",
+]
 
 DEFAULT_ROADMAP = "resnet50"
 ROADMAPS: dict[str, list[Step]] = {"resnet50": STEPS, "resnet200": RESNET200_STEPS}
@@ -85,12 +104,16 @@ def get_step(key: str | int | Step, roadmap: str = DEFAULT_ROADMAP, extra: Mappi
         for step in steps:
             if text.lower() == step.label.lower():
                 return step
-    raise KeyError(f"unknown step {key!r}; known: 0-{len(steps) - 1} or " + ", ".join(s.slug for s in steps)
-                   + "".join(f", {slug}" for slug in {**REFERENCES, **_REGISTERED, **(extra or {})}))
+    raise KeyError(
+        f"unknown step {key!r}; known: 0-{len(steps) - 1} or "
+        + ", ".join(s.slug for s in steps)
+        + "".join(f", {slug}" for slug in {**REFERENCES, **_REGISTERED, **(extra or {})})
+    )
 
 
-def resolve_steps(selection: str | int | Sequence[str | int], roadmap: str = DEFAULT_ROADMAP,
-                  extra: Mapping[str, Step] | None = None) -> list[Step]:
+def resolve_steps(
+    selection: str | int | Sequence[str | int], roadmap: str = DEFAULT_ROADMAP, extra: Mapping[str, Step] | None = None
+) -> list[Step]:
     """`all`, an index, or slugs / indices / ranges like `0-5` (a comma string or a list), in
     the order given; a step named twice counts once."""
     items = [selection] if isinstance(selection, (str, int)) else list(selection)
@@ -126,16 +149,22 @@ def scaled_spec(spec: NetSpec, width_mult: float = 1.0) -> NetSpec:
     return replace(spec, base_width=width)
 
 
-def build_model(step: str | int | Step, num_classes: int = 1000, in_chans: int = 3,
-                width_mult: float = 1.0, drop_path_rate: float = 0.0,
-                layer_scale_init: float | None = None) -> nn.Module:
+def build_model(
+    step: str | int | Step,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    width_mult: float = 1.0,
+    drop_path_rate: float = 0.0,
+    layer_scale_init: float | None = None,
+) -> nn.Module:
     """Build one step, in plain PyTorch layers (`cpu_kernels.use_cpu_kernels` swaps in the
     runner's faster CPU kernels). `layer_scale_init=None` keeps the step's own (1e-6 at
     ConvNeXt-T, none before); a number sets it for any step; 0 switches it off."""
     step = get_step(step)
     if not isinstance(step.spec, NetSpec):  # a reference model builds itself
-        return step.spec.build(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult,
-                               drop_path_rate=drop_path_rate)
+        return step.spec.build(
+            num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, drop_path_rate=drop_path_rate
+        )
     spec = scaled_spec(step.spec, width_mult)
     if layer_scale_init is not None:
         spec = replace(spec, layer_scale_init=layer_scale_init or None)
@@ -161,5 +190,4 @@ def step_from_spec(slug: str, spec: Mapping[str, Any] | None) -> Step:
             return known
     except KeyError:
         pass
-    return Step(slug=slug, label=slug, phase="defined", parent=None, change="rebuilt from its saved spec",
-                spec=saved)
+    return Step(slug=slug, label=slug, phase="defined", parent=None, change="rebuilt from its saved spec", spec=saved)

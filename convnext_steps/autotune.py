@@ -93,8 +93,10 @@ def key_of(x: torch.Tensor, c_out: int, bias: bool, training: bool) -> str:
     n, c_in, h, w = x.shape
     layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "nchw"
     dtype = str(x.dtype).removeprefix("torch.")
-    return (f"{dtype} {'train' if training else 'eval'} {layout} {torch.get_num_threads()}t "
-            f"{n}x{c_in}x{h}x{w}->{c_out}{' +bias' if bias else ''}")
+    return (
+        f"{dtype} {'train' if training else 'eval'} {layout} {torch.get_num_threads()}t "
+        f"{n}x{c_in}x{h}x{w}->{c_out}{' +bias' if bias else ''}"
+    )
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -125,7 +127,8 @@ def measure(x: torch.Tensor, c_out: int, bias: bool, training: bool) -> dict[str
     n, c, h, w = x.shape
     n = max(1, min(n, MEASURE_MAX_ELEMENTS // (c * h * w)))
     inputs = torch.randn(n, c, h, w, generator=gen, dtype=x.dtype).to(
-        memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        memory_format=torch.channels_last if nhwc else torch.contiguous_format
+    )
     weight = torch.randn(c_out, c, 1, 1, generator=gen, dtype=x.dtype)
     b = torch.randn(c_out, generator=gen, dtype=x.dtype) if bias else None
     for tensor in (inputs, weight, b) if training else ():
@@ -160,8 +163,9 @@ def faster(seconds: dict[str, float]) -> str:
     return MATMUL if seconds[MATMUL] * (1 + MATMUL_MARGIN) < seconds[CONV] else CONV
 
 
-def _call(fn: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-          training: bool) -> Callable[[], object]:
+def _call(
+    fn: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool
+) -> Callable[[], object]:
     if not training:
         return lambda: fn(x, weight, bias)
 
@@ -171,6 +175,7 @@ def _call(fn: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor
         x.grad = weight.grad = None
         if bias is not None:
             bias.grad = None
+
     return forward_backward
 
 
@@ -207,9 +212,15 @@ def _read(path: Path) -> dict[str, dict[str, dict]]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {here: {key: entry for key, entry in known.items()
-                   if isinstance(entry, dict) and entry.get("choice") in IMPLEMENTATIONS}
-            for here, known in data.items() if isinstance(known, dict)}
+    return {
+        here: {
+            key: entry
+            for key, entry in known.items()
+            if isinstance(entry, dict) and entry.get("choice") in IMPLEMENTATIONS
+        }
+        for here, known in data.items()
+        if isinstance(known, dict)
+    }
 
 
 def _write(path: Path, data: dict[str, dict[str, dict]]) -> None:

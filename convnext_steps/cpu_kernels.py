@@ -36,8 +36,12 @@ SMALL_MAP_PIXELS = 8 * 8
 
 def small_map_under_cpu_bf16(x: torch.Tensor) -> bool:
     """Whether x is a CPU map of at most SMALL_MAP_PIXELS under bf16 autocast."""
-    return (x.is_cpu and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
-            and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    return (
+        x.is_cpu
+        and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
 
 
 class NhwcGELU(nn.GELU):
@@ -67,8 +71,14 @@ class PointwiseConv(nn.Conv2d):
         self.pointwise_pinned: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1 or not x.is_cpu
-                or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        if (
+            self.stride != (1, 1)
+            or self.padding != (0, 0)
+            or self.groups != 1
+            or not x.is_cpu
+            or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()
+        ):
             return super().forward(x)
         if torch.is_autocast_enabled("cpu"):
             if small_map_under_cpu_bf16(x) and x.is_contiguous(memory_format=torch.channels_last):
@@ -98,7 +108,7 @@ class TrimmedKernelConv(nn.Conv2d):
         if self.stride != (1, 1) or (reach_h, reach_w) == (kh, kw):
             return self._convolve(x, self.weight, self.padding)
         top, left = (kh - reach_h) // 2, (kw - reach_w) // 2
-        weight = self.weight[:, :, top:top + reach_h, left:left + reach_w]
+        weight = self.weight[:, :, top : top + reach_h, left : left + reach_w]
         return self._convolve(x, weight, (reach_h // 2, reach_w // 2))
 
     def _convolve(self, x: torch.Tensor, weight: torch.Tensor, padding: Any) -> torch.Tensor:
@@ -133,6 +143,7 @@ def use_cpu_kernels(model: nn.Module) -> nn.Module:
     """Swap the faster CPU kernels into a RoadmapNet, in place (other models are left alone).
     A patchify stem (a kernel-sized stride, no padding) stays a plain conv."""
     from .network import RoadmapNet
+
     if not isinstance(model, RoadmapNet):
         return model
     patch_stem = model.stem[0] if model.spec.stem == "patchify" else None

@@ -36,8 +36,17 @@ def make_activation(kind: ActivationKind) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else nn.GELU()
 
 
-def make_conv(spec: NetSpec, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
-              followed_by_norm: bool = False, bias: bool = True, patch: bool = False) -> nn.Conv2d:
+def make_conv(
+    spec: NetSpec,
+    c_in: int,
+    c_out: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    followed_by_norm: bool = False,
+    bias: bool = True,
+    patch: bool = False,
+) -> nn.Conv2d:
     """A conv with a bias unless `bias` is False or a BatchNorm follows it (BN cancels a bias;
     LN does not). Odd kernels are padded to keep the map ("same"), except a `patch` conv."""
     bias = bias and not (followed_by_norm and spec.norm == "batch")
@@ -93,14 +102,23 @@ def block_convs(spec: NetSpec, c_in: int, width: int, stride: int) -> list[ConvS
     """The three convs of a block in order, C = the stage's width (Figure 3 of the paper)."""
     k, wide = spec.kernel_size, 4 * width
     if spec.block == "bottleneck":  # ResNet: 1x1 4C->C, kxk C, 1x1 C->4C (block output 4C)
-        return [ConvSlot(c_in, width, 1, first_1x1=True), ConvSlot(width, width, k, stride, spatial=True),
-                ConvSlot(width, wide, 1)]
+        return [
+            ConvSlot(c_in, width, 1, first_1x1=True),
+            ConvSlot(width, width, k, stride, spatial=True),
+            ConvSlot(width, wide, 1),
+        ]
     if spec.block == "inverted":  # MobileNetV2: 1x1 C->4C, kxk 4C, 1x1 4C->C
-        return [ConvSlot(c_in, wide, 1, first_1x1=True), ConvSlot(wide, wide, k, stride, spatial=True),
-                ConvSlot(wide, width, 1)]
+        return [
+            ConvSlot(c_in, wide, 1, first_1x1=True),
+            ConvSlot(wide, wide, k, stride, spatial=True),
+            ConvSlot(wide, width, 1),
+        ]
     # dw_first, the Transformer-like block: kxk C, 1x1 C->4C, 1x1 4C->C
-    return [ConvSlot(c_in, c_in, k, stride, spatial=True), ConvSlot(c_in, wide, 1, first_1x1=True),
-            ConvSlot(wide, width, 1)]
+    return [
+        ConvSlot(c_in, c_in, k, stride, spatial=True),
+        ConvSlot(c_in, wide, 1, first_1x1=True),
+        ConvSlot(wide, width, 1),
+    ]
 
 
 class Block(nn.Module):
@@ -120,13 +138,24 @@ class Block(nn.Module):
             if groups > 1 and slot.c_in != slot.c_out:
                 raise ValueError(f"a depthwise conv cannot map {slot.c_in} to {slot.c_out} channels")
             norm_here = spec.block_norms == "every_conv" or slot.spatial
-            layers.append(make_conv(spec, slot.c_in, slot.c_out, slot.kernel, slot.stride, groups,
-                                    followed_by_norm=norm_here, bias=not (bias_free and slot.kernel == 1)))
+            layers.append(
+                make_conv(
+                    spec,
+                    slot.c_in,
+                    slot.c_out,
+                    slot.kernel,
+                    slot.stride,
+                    groups,
+                    followed_by_norm=norm_here,
+                    bias=not (bias_free and slot.kernel == 1),
+                )
+            )
             if norm_here:
                 layers.append(make_norm(spec.norm, slot.c_out))
             last = slot is convs[-1]
-            if ((spec.block_activations == "every_conv" and not last)
-                    or (spec.block_activations == "one" and slot.first_1x1)):
+            if (spec.block_activations == "every_conv" and not last) or (
+                spec.block_activations == "one" and slot.first_1x1
+            ):
                 layers.append(make_activation(spec.activation))
             if spec.grn and slot.first_1x1:
                 layers.append(GRN(slot.c_out))
@@ -135,10 +164,13 @@ class Block(nn.Module):
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(make_conv(spec, c_in, c_out, 1, stride, followed_by_norm=True,
-                                                    bias=not bias_free), make_norm(spec.norm, c_out))
-        self.post_activation = (make_activation(spec.activation)
-                                if spec.block_activations == "every_conv" else nn.Identity())
+            self.shortcut = nn.Sequential(
+                make_conv(spec, c_in, c_out, 1, stride, followed_by_norm=True, bias=not bias_free),
+                make_norm(spec.norm, c_out),
+            )
+        self.post_activation = (
+            make_activation(spec.activation) if spec.block_activations == "every_conv" else nn.Identity()
+        )
         self.out_channels = c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,9 +194,12 @@ class RoadmapNet(nn.Module):
         self.spec = spec
         w = spec.base_width
         if spec.stem == "resnet":  # 7x7/2 conv, norm, activation, 3x3/2 max-pool
-            self.stem = nn.Sequential(make_conv(spec, in_chans, w, 7, 2, followed_by_norm=True),
-                                      make_norm(spec.norm, w), make_activation(spec.activation),
-                                      nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                make_conv(spec, in_chans, w, 7, 2, followed_by_norm=True),
+                make_norm(spec.norm, w),
+                make_activation(spec.activation),
+                nn.MaxPool2d(3, 2, 1),
+            )
         else:  # "patchify": one conv of kernel and stride patch_size [, LN]
             p = spec.patch_size
             layers = [make_conv(spec, in_chans, w, p, p, followed_by_norm=spec.separate_downsampling, patch=True)]

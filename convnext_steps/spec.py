@@ -73,7 +73,9 @@ class NetSpec:
             value, kind = getattr(self, f.name), _FIELD_TYPES[f.name]
             if typing.get_origin(kind) is Literal:
                 if value not in typing.get_args(kind):
-                    raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {', '.join(map(repr, typing.get_args(kind)))}")
+                    raise ValueError(
+                        f"NetSpec.{f.name}={value!r}; allowed: {', '.join(map(repr, typing.get_args(kind)))}"
+                    )
             elif not matches(value, kind):
                 raise ValueError(f"NetSpec.{f.name}={value!r}; allowed: {type_text(kind)}")
         if len(self.stage_depths) != 4 or min(self.stage_depths) < 1:
@@ -85,8 +87,9 @@ class NetSpec:
         if self.patch_size < 1:
             raise ValueError(f"NetSpec.patch_size={self.patch_size}; need a positive int")
         if self.grn and self.block == "bottleneck":
-            raise ValueError("NetSpec.grn needs block 'inverted' or 'dw_first' (a 1x1 conv expanding to 4C "
-                             "followed by another)")
+            raise ValueError(
+                "NetSpec.grn needs block 'inverted' or 'dw_first' (a 1x1 conv expanding to 4C followed by another)"
+            )
 
     def diff(self, other: NetSpec) -> set[str]:
         """Names of the fields whose values differ between two specs."""

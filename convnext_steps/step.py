@@ -26,8 +26,9 @@ class StepError(ValueError):
 class ReferenceSpec(Protocol):
     """The spec of a model drawn beside a roadmap (Swin): it builds itself."""
 
-    def build(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
-              drop_path_rate: float = 0.0) -> nn.Module: ...
+    def build(
+        self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, drop_path_rate: float = 0.0
+    ) -> nn.Module: ...
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,17 @@ def netspec_fields() -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(NetSpec)}
 
 
-def derive_step(parent: Step, slug: str, change: Mapping[str, Any] | None = None, *, label: str | None = None,
-                phase: str = "defined", train: Mapping[str, Any] | None = None, sweep: bool = False,
-                description: str | None = None) -> Step:
+def derive_step(
+    parent: Step,
+    slug: str,
+    change: Mapping[str, Any] | None = None,
+    *,
+    label: str | None = None,
+    phase: str = "defined",
+    train: Mapping[str, Any] | None = None,
+    sweep: bool = False,
+    description: str | None = None,
+) -> Step:
     """A new step: `parent`'s spec with the NetSpec fields in `change` set, and optionally a
     recipe of its own (`train`). It must change the architecture, the recipe or both."""
     change = dict(change or {})
@@ -69,8 +78,7 @@ def derive_step(parent: Step, slug: str, change: Mapping[str, Any] | None = None
     allowed = netspec_fields()
     unknown = sorted(set(change) - set(allowed))
     if unknown:
-        raise StepError(f"step {slug!r}: unknown NetSpec field(s) {', '.join(unknown)}; allowed: "
-                        + ", ".join(allowed))
+        raise StepError(f"step {slug!r}: unknown NetSpec field(s) {', '.join(unknown)}; allowed: " + ", ".join(allowed))
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in change.items()}
     try:
         spec = replace(parent.spec, **values)
@@ -78,15 +86,26 @@ def derive_step(parent: Step, slug: str, change: Mapping[str, Any] | None = None
         raise StepError(f"step {slug!r}: {error}") from None
     changed = spec.diff(parent.spec)
     if not changed and not train:
-        raise StepError(f"step {slug!r} changes nothing: give `change` NetSpec fields that differ from "
-                        f"{parent.slug!r}, or a `train:` block for a recipe-only step")
+        raise StepError(
+            f"step {slug!r} changes nothing: give `change` NetSpec fields that differ from "
+            f"{parent.slug!r}, or a `train:` block for a recipe-only step"
+        )
     check_buildable(spec, slug)
     if description is None:
         parts = [f"{k}: {getattr(parent.spec, k)!r} -> {getattr(spec, k)!r}" for k in sorted(changed)]
         parts += [f"train.{k} = {v!r}" for k, v in sorted(train.items())]
         description = "; ".join(parts)
-    return Step(slug=slug, label=label or slug, phase=phase, parent=parent.slug, change=description, spec=spec,
-                changed_fields=frozenset(changed), sweep=sweep, train=train)
+    return Step(
+        slug=slug,
+        label=label or slug,
+        phase=phase,
+        parent=parent.slug,
+        change=description,
+        spec=spec,
+        changed_fields=frozenset(changed),
+        sweep=sweep,
+        train=train,
+    )
 
 
 def check_buildable(spec: NetSpec, slug: str, resolution: int = 224) -> None:
@@ -94,8 +113,9 @@ def check_buildable(spec: NetSpec, slug: str, resolution: int = 224) -> None:
     told): a spec the network cannot build fails here, at once, instead of at training time."""
     problem = _build_problem(spec, resolution)
     if problem:
-        raise StepError(f"step {slug!r}: the network cannot be built with this spec at {resolution}x{resolution} "
-                        f"({problem})")
+        raise StepError(
+            f"step {slug!r}: the network cannot be built with this spec at {resolution}x{resolution} ({problem})"
+        )
 
 
 @functools.lru_cache(maxsize=None)

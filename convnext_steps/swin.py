@@ -31,12 +31,18 @@ class SwinSpec:
         heads = self.num_heads[0]
         return max(heads, round(self.embed_dim * width_mult / heads) * heads)
 
-    def build(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
-              drop_path_rate: float = 0.0) -> nn.Module:
-        model = SwinTransformer(patch_size=[4, 4], embed_dim=self.scaled_embed_dim(width_mult),
-                                depths=list(self.depths), num_heads=list(self.num_heads),
-                                window_size=[self.window_size] * 2, stochastic_depth_prob=drop_path_rate,
-                                num_classes=num_classes)
+    def build(
+        self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, drop_path_rate: float = 0.0
+    ) -> nn.Module:
+        model = SwinTransformer(
+            patch_size=[4, 4],
+            embed_dim=self.scaled_embed_dim(width_mult),
+            depths=list(self.depths),
+            num_heads=list(self.num_heads),
+            window_size=[self.window_size] * 2,
+            stochastic_depth_prob=drop_path_rate,
+            num_classes=num_classes,
+        )
         if in_chans != 3:
             patch = model.features[0][0]
             model.features[0][0] = nn.Conv2d(in_chans, patch.out_channels, patch.kernel_size, patch.stride)
@@ -44,9 +50,18 @@ class SwinSpec:
 
 
 def _reference(slug: str, label: str, roadmap: str, spec: SwinSpec, top1: float, gflops: float) -> Step:
-    return Step(slug=slug, label=label, phase="reference", parent=None, spec=spec, roadmap=roadmap,
-                change=f"torchvision's {label}, the Transformer the {roadmap} roadmap is compared with",
-                reference=True, paper_top1=top1, paper_gmacs=gflops)
+    return Step(
+        slug=slug,
+        label=label,
+        phase="reference",
+        parent=None,
+        spec=spec,
+        roadmap=roadmap,
+        change=f"torchvision's {label}, the Transformer the {roadmap} roadmap is compared with",
+        reference=True,
+        paper_top1=top1,
+        paper_gmacs=gflops,
+    )
 
 
 # The paper's ImageNet-1K top-1 and GFLOPs (Figure 2, Table 1; no std).

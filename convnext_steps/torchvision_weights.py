@@ -34,8 +34,10 @@ def load_torchvision_weights(model: nn.Module, torchvision_state: Mapping[str, t
     ours = model.state_dict()
     theirs = _torchvision_order(torchvision_state)
     if len(theirs) != len(ours):
-        raise ValueError(f"state dicts differ in length ({len(theirs)} vs {len(ours)}): "
-                         "only resnet50, convnext_tiny and convnext_base are supported")
+        raise ValueError(
+            f"state dicts differ in length ({len(theirs)} vs {len(ours)}): "
+            "only resnet50, convnext_tiny and convnext_base are supported"
+        )
     converted = {}
     for (name, target), (their_name, tensor) in zip(ours.items(), theirs):
         if target.numel() != tensor.numel():

@@ -10,8 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """runner.py with these arguments; `env` adds to (or overrides) the environment."""
-    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "runner.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
@@ -19,6 +25,7 @@ def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
     which through a subprocess cost ~5 s of imports each (test_missing_config_file and the
     definition errors of test_studies keep the subprocess path covered)."""
     import runner
+
     code = runner.main(list(args))
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)

@@ -30,6 +30,7 @@ def _own_pointwise_cache(tmp_path_factory) -> None:
     """The suite's own conv-or-matmul choices (convnext_steps/autotune.py), not the user's
     ~/.cache; the runner subprocesses of the tests inherit it."""
     from convnext_steps import autotune
+
     os.environ[autotune.CACHE_ENV] = str(tmp_path_factory.mktemp("autotune") / "pointwise.json")
 
 
@@ -40,6 +41,7 @@ def tiny_reference(tmp_path_factory):
     from robust_helpers import main_args, no_figures, records, tiny_study
 
     import runner
+
     tmp = tmp_path_factory.mktemp("tiny_reference")
     with pytest.MonkeyPatch.context() as mp:
         no_figures(mp)

@@ -49,6 +49,7 @@ def main() -> int:
 
     if kind == "batch":
         from convnext_roadmap.train.callbacks import DeterministicResume
+
         epoch, batch = (int(x) for x in spec.split(":"))
         original = DeterministicResume.on_train_batch_end
 
@@ -78,6 +79,7 @@ def main() -> int:
         torch.save = save
     elif kind == "plan":
         import convnext_roadmap.study.plan as study
+
         real_plan = study.plan_runs
 
         def plan_runs(*a, **k):
@@ -87,6 +89,7 @@ def main() -> int:
         study.plan_runs = plan_runs
     elif kind == "fit-end":
         import convnext_roadmap.study.plan as study
+
         real_git = study.git_state
 
         def git_state():
@@ -97,6 +100,7 @@ def main() -> int:
     elif kind in ("record-during", "record-after"):
         import convnext_roadmap.store.records as records
         import convnext_roadmap.study.plan as study
+
         real_write = records.atomic_write_text
 
         def atomic_write_text(path, text):
@@ -109,6 +113,7 @@ def main() -> int:
         records.atomic_write_text = atomic_write_text
     elif kind == "tables":
         import convnext_roadmap.report as report
+
         real_tables = report.write_tables
 
         def write_tables(*a, **k):
@@ -122,6 +127,7 @@ def main() -> int:
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     sys.argv = [str(args.root / "runner.py"), *rest]
     import runner
+
     return runner.main(rest)
 
 

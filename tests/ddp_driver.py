@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 def _rank() -> int:
     import torch.distributed as dist
+
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
@@ -43,6 +44,7 @@ def install_hooks() -> None:
             value = original(*parts)
             _trace({"where": where, "parts": list(parts), "value": value})
             return value
+
         return derive
 
     in_memory.derive_seed = traced("loader", in_memory.derive_seed)
@@ -71,4 +73,5 @@ def install_hooks() -> None:
 if __name__ == "__main__":
     install_hooks()
     import runner
+
     sys.exit(runner.main())

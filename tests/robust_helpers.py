@@ -30,25 +30,44 @@ train:
 """
 
 
-def tiny_study(folder: Path, steps: str = "patchify_stem", seeds: str = "[0]", train_size: int = 256,
-               name: str = "tiny", val_size: int = 64, batch_size: int = 16) -> Path:
+def tiny_study(
+    folder: Path,
+    steps: str = "patchify_stem",
+    seeds: str = "[0]",
+    train_size: int = 256,
+    name: str = "tiny",
+    val_size: int = 64,
+    batch_size: int = 16,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
-    path.write_text(TINY.format(name=name, steps=steps, seeds=seeds, train_size=train_size, val_size=val_size,
-                                batch_size=batch_size))
+    path.write_text(
+        TINY.format(
+            name=name, steps=steps, seeds=seeds, train_size=train_size, val_size=val_size, batch_size=batch_size
+        )
+    )
     return path
 
 
 def cli(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "runner.py"), "--config", str(config), "--out", str(out),
-            "--plots", str(out / "plots"), *extra]
+    return [
+        sys.executable,
+        str(ROOT / "runner.py"),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--plots",
+        str(out / "plots"),
+        *extra,
+    ]
 
 
-def run_study(config: Path, out: Path, *extra: str, timeout: int = 600, env: dict | None = None
-            ) -> subprocess.CompletedProcess:
+def run_study(
+    config: Path, out: Path, *extra: str, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cli(config, out, *extra), capture_output=True, text=True, timeout=timeout,
-                          env=environment)
+    return subprocess.run(cli(config, out, *extra), capture_output=True, text=True, timeout=timeout, env=environment)
 
 
 def main_args(config: Path, out: Path, *extra: str) -> list[str]:
@@ -85,6 +104,7 @@ def signal_at(monkeypatch, sig: int, epoch: int, batch: int) -> None:
     """Send `sig` to this process once training has finished batch `batch` of epoch `epoch`
     (before the runner's own callbacks look at that batch)."""
     from convnext_roadmap.train.callbacks import DeterministicResume
+
     original = DeterministicResume.on_train_batch_end
     sent = []
 
@@ -100,4 +120,5 @@ def signal_at(monkeypatch, sig: int, epoch: int, batch: int) -> None:
 def no_figures(monkeypatch) -> None:
     """In-process runs skip drawing figures (seconds each; tested elsewhere)."""
     import convnext_roadmap.report
+
     monkeypatch.setattr(convnext_roadmap.report, "draw_figures", lambda *args, **kwargs: [])

@@ -21,8 +21,7 @@ from convnext_steps.cpu_kernels import (
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 # Table 10 as published; the BN -> LN row's 4.46 is a typo (Figure 2 prints 4.2 and a norm
 # swap changes no conv), see shared/reference/README.md.
-TABLE10_GFLOPS = [4.09, 4.53, 4.42, 2.35, 5.27, 4.64, 4.07, 4.10, 4.15, 4.21, 4.29,
-                  4.15, 4.15, 4.15, 4.15, 4.49]
+TABLE10_GFLOPS = [4.09, 4.53, 4.42, 2.35, 5.27, 4.64, 4.07, 4.10, 4.15, 4.21, 4.29, 4.15, 4.15, 4.15, 4.15, 4.49]
 assert [s.paper_gmacs for s in list_steps()] == TABLE10_GFLOPS
 STEPS = list_steps()
 
@@ -79,10 +78,13 @@ def _randomise(model: torch.nn.Module) -> None:
                 tensor.normal_(0.0, 0.05 if tensor.dim() > 1 else 0.5)
 
 
-@pytest.mark.parametrize("slug,factory,params", [
-    ("resnet50", torchvision.models.resnet50, 25_557_032),
-    ("convnext_t", torchvision.models.convnext_tiny, 28_589_128),
-])
+@pytest.mark.parametrize(
+    "slug,factory,params",
+    [
+        ("resnet50", torchvision.models.resnet50, 25_557_032),
+        ("convnext_t", torchvision.models.convnext_tiny, 28_589_128),
+    ],
+)
 def test_endpoints_are_torchvision_models(slug, factory, params):
     theirs, ours = factory(), build_model(slug)
     assert count_params(theirs) == count_params(ours) == params
@@ -96,8 +98,9 @@ def test_endpoints_are_torchvision_models(slug, factory, params):
     assert (expected - got).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("slug,factory", [("resnet50", torchvision.models.resnet50),
-                                          ("convnext_t", torchvision.models.convnext_tiny)])
+@pytest.mark.parametrize(
+    "slug,factory", [("resnet50", torchvision.models.resnet50), ("convnext_t", torchvision.models.convnext_tiny)]
+)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_endpoints_equal_torchvision_on_maps_smaller_than_kernels(slug, factory, memory_format):
     """At 32x32 input the last stages are 2x2 and 1x1, where TrimmedKernelConv leaves out taps."""
@@ -119,8 +122,9 @@ def test_fast_convs_change_no_output_and_no_gradient(step):
     torch.manual_seed(0)
     plain = build_model(step.slug, num_classes=10, in_chans=1, width_mult=0.25, layer_scale_init=0.5)
     _randomise(plain)
-    assert not any(isinstance(m, (TrimmedKernelConv, PointwiseConv)) for m in plain.modules()), \
+    assert not any(isinstance(m, (TrimmedKernelConv, PointwiseConv)) for m in plain.modules()), (
         "build_model is the plain layers"
+    )
     fast = use_cpu_kernels(copy.deepcopy(plain))
     assert any(isinstance(m, TrimmedKernelConv) for m in fast.modules())
     back = use_plain_kernels(copy.deepcopy(fast))
@@ -139,9 +143,18 @@ def test_fast_convs_change_no_output_and_no_gradient(step):
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
-@pytest.mark.parametrize("kind,kernel,groups,stride", [
-    (TrimmedKernelConv, 3, 1, 1), (TrimmedKernelConv, 5, 2, 1), (TrimmedKernelConv, 3, 1, 2), (DepthwiseConv, 3, 8, 1),
-    (DepthwiseConv, 7, 8, 1), (DepthwiseConv, 11, 8, 1), (DepthwiseConv, 7, 8, 2)])
+@pytest.mark.parametrize(
+    "kind,kernel,groups,stride",
+    [
+        (TrimmedKernelConv, 3, 1, 1),
+        (TrimmedKernelConv, 5, 2, 1),
+        (TrimmedKernelConv, 3, 1, 2),
+        (DepthwiseConv, 3, 8, 1),
+        (DepthwiseConv, 7, 8, 1),
+        (DepthwiseConv, 11, 8, 1),
+        (DepthwiseConv, 7, 8, 2),
+    ],
+)
 def test_same_conv_equals_conv2d_in_output_and_gradients(size, kind, kernel, groups, stride):
     torch.manual_seed(0)
     reference = torch.nn.Conv2d(8, 8, kernel, stride, padding=kernel // 2, groups=groups)
@@ -241,6 +254,7 @@ def test_pointwise_conv_equals_conv2d_in_fp32_and_under_bf16_autocast(side, bf16
 
 def test_a_derived_step_differs_from_its_parent_in_its_change_and_builds():
     from convnext_steps import StepError, derive_step, register_step
+
     parent = get_step("convnext_t")
     step = derive_step(parent, "convnext_t_bn_test", {"norm": "batch"}, label="BN instead of LN")
     assert step.spec.diff(parent.spec) == {"norm"} == set(step.changed_fields)

@@ -59,7 +59,7 @@ def test_a_choice_is_measured_once_written_and_leaves_the_random_stream_alone(ca
     state = torch.get_rng_state()
     y = conv(x)  # fp32, training: measured now
     assert torch.equal(torch.get_rng_state(), state), "the measurement drew from the global RNG"
-    (key, choice), = conv.pointwise_choices.items()
+    ((key, choice),) = conv.pointwise_choices.items()
     assert key == autotune.key_of(x, 256, True, True) and key.startswith("float32 train nhwc")
     (entry,) = json.loads(cache.read_text())[autotune.machine()].values()
     assert entry["choice"] == choice and set(entry["seconds"]) == {"conv", "matmul"}
@@ -95,6 +95,7 @@ def test_the_cache_decides_over_a_new_measurement_and_a_checkpoint_over_the_cach
 def test_small_bf16_pinned_and_counting_paths_measure_nothing(cache, monkeypatch):
     def never(*args):
         raise AssertionError("measured")
+
     monkeypatch.setattr(autotune, "measure", never)
     conv = PointwiseConv(16, 64, 1)
     conv(torch.randn(2, 16, 8, 8))  # 131k multiply-adds: below MEASURE_FROM_MACS
@@ -127,6 +128,7 @@ def test_a_whole_model_on_the_matmul_path_is_the_plain_model(step, layout, cache
     import copy
 
     from convnext_steps.cpu_kernels import use_plain_kernels
+
     monkeypatch.setattr(autotune, "MEASURE_FROM_MACS", 0)
     monkeypatch.setenv(autotune.PIN_ENV, "matmul")
     fast = use_cpu_kernels(build_model(step, num_classes=10, in_chans=1, width_mult=0.25, layer_scale_init=0.5))
@@ -149,8 +151,10 @@ def test_a_patch_stem_is_a_plain_conv():
     """A 1x1 patch stem (patch_size 1) sees 1 or 3 channels: a plain conv, whose output layout
     does not depend on a choice."""
     from convnext_steps import derive_step, get_step
-    model = build_model(derive_step(get_step("convnext_t"), "p1", {"patch_size": 1}), num_classes=10, in_chans=1,
-                        width_mult=0.125)
+
+    model = build_model(
+        derive_step(get_step("convnext_t"), "p1", {"patch_size": 1}), num_classes=10, in_chans=1, width_mult=0.125
+    )
     assert type(model.stem[0]) is torch.nn.Conv2d
 
 
@@ -159,10 +163,14 @@ def test_a_record_from_before_the_choices_is_pinned_to_the_conv(cache, monkeypat
     compiled run's: evaluated and resumed on the conv, whatever the machine measures now."""
     from convnext_roadmap.store.record import Record
     from convnext_roadmap.train.weights import trained_choices
+
     monkeypatch.setattr(autotune, "measure", lambda *a: {"conv": 1.0, "matmul": 0.0})
 
     def record(**fields) -> Record:
-        return Record.from_dict({"study": "s", "step": "x", "seed": 0, "config_hash": "h", "status": "failed", **fields})
+        return Record.from_dict(
+            {"study": "s", "step": "x", "seed": 0, "config_hash": "h", "status": "failed", **fields}
+        )
+
     assert trained_choices(record(config={})) is None
     assert trained_choices(record(config={"compile": True}, pointwise={"k": "matmul"})) is None
     assert trained_choices(record(config={}, pointwise={"k": "matmul"})) == {"k": "matmul"}
@@ -187,6 +195,7 @@ def test_concurrent_processes_agree_and_only_one_measures(cache):
     """Two jobs meeting a new shape at once: one measures, the other waits and takes its choice.
     The test holds the cache's lock until both are at it, so that they do meet."""
     import fcntl
+
     script = textwrap.dedent(f"""
         import sys, torch
         sys.path.insert(0, {str(ROOT)!r})
@@ -200,8 +209,10 @@ def test_concurrent_processes_agree_and_only_one_measures(cache):
     env = {"CONVNEXT_ROADMAP_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     with open(cache.with_name(cache.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)
+        ]
         assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
     outs = [p.communicate(timeout=300)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
@@ -231,6 +242,7 @@ def test_an_fp32_run_records_its_choices_and_resumes_with_them(tmp_path, cache, 
     def the_other_way(x, c_out, bias, training):
         before = chosen.get(autotune.key_of(x, c_out, bias, training), "conv")
         return {before: 1.0, ("matmul" if before == "conv" else "conv"): 0.0}
+
     monkeypatch.setattr(autotune, "measure", the_other_way)
     assert runner.main(main_args(config, out, *fp32)) == 0
     resumed = records(out)["patchify_stem__seed0"]

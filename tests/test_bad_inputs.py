@@ -12,8 +12,12 @@ from robust_helpers import ROOT
 
 import runner
 
-FASHION = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-           "t10k-labels-idx1-ubyte.gz")
+FASHION = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def yaml_file(text: str | bytes):
@@ -21,6 +25,7 @@ def yaml_file(text: str | bytes):
         path = tmp / "study.yaml"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         return ["--config", str(path)]
+
     return make
 
 
@@ -47,8 +52,10 @@ CASES = {
     "seed 2**32": (["--preset", "smoke", "--seed", str(2**32)], ["below 2**32"]),
     "seed -1": (["--preset", "smoke", "--seed", "-1"], ["non-negative"]),
     "lr nan": (yaml_file("preset: smoke\nname: mine\ntrain:\n  lr: .nan\n"), ["train.lr must be a finite number"]),
-    "precision banana": (yaml_file("preset: smoke\nname: mine\ntrain:\n  precision: banana\n"),
-                         ["train.precision: 'banana' is unknown", "bf16-mixed"]),
+    "precision banana": (
+        yaml_file("preset: smoke\nname: mine\ntrain:\n  precision: banana\n"),
+        ["train.precision: 'banana' is unknown", "bf16-mixed"],
+    ),
     "betas [0.9, 2]": (yaml_file("preset: smoke\nname: mine\ntrain:\n  betas: [0.9, 2]\n"), ["betas", "[0, 1)"]),
     "devices abc": (["--preset", "smoke", "--devices", "abc"], ["train.devices: 'abc'"]),
     "strategy bogus": (["--preset", "smoke", "--strategy", "bogus"], ["train.strategy: 'bogus' is unknown", "ddp"]),
@@ -84,6 +91,7 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
 
 def test_an_interrupted_plot_leaves_no_temporary_file(tiny_reference, tmp_path, monkeypatch, capsys):
     from matplotlib.figure import Figure
+
     out = tmp_path / "out"
     shutil.copytree(tiny_reference["_out"], out)
     real_savefig = Figure.savefig

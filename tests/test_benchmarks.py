@@ -23,10 +23,34 @@ from convnext_roadmap.data.in_memory import BatchAugment  # noqa: E402
 def test_throughput_script_tiny_run(tmp_path):
     out = tmp_path / "tp.csv"
     # One thread: a busy 2-core machine slows OpenMP with 2 threads several times over.
-    cmd = [sys.executable, str(SCRIPT), "--steps", "0,15", "--settings", "a", "--iters", "1",
-           "--warmup", "0", "--batch-a", "8", "--formats", "channels_last", "--dtypes", "fp32",
-           "--peak-size", "256", "--peak-reps", "2", "--threads", "1", "--out", str(out),
-           "--pair-rounds-a", "2"]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--steps",
+        "0,15",
+        "--settings",
+        "a",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-a",
+        "8",
+        "--formats",
+        "channels_last",
+        "--dtypes",
+        "fp32",
+        "--peak-size",
+        "256",
+        "--peak-reps",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--pair-rounds-a",
+        "2",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ours vs torchvision" in run.stdout and "naive path" in run.stdout
@@ -35,18 +59,23 @@ def test_throughput_script_tiny_run(tmp_path):
     assert list(df.columns) == COLUMNS
     # steps 0 and 15 at width 0.25, the same at width 1, torchvision's two models
     assert len(df) == 6
-    assert set(df["model"]) == {"resnet50", "convnext_t", "torchvision.resnet50",
-                                "torchvision.convnext_tiny"}
+    assert set(df["model"]) == {"resnet50", "convnext_t", "torchvision.resnet50", "torchvision.convnext_tiny"}
     assert sorted(df["step_index"].dropna().astype(int)) == [0, 0, 15, 15]
-    numeric = ["train_img_s", "eval_img_s", "gmacs_per_img", "train_gflops", "eval_gflops",
-               "train_peak_frac", "eval_peak_frac"]
+    numeric = [
+        "train_img_s",
+        "eval_img_s",
+        "gmacs_per_img",
+        "train_gflops",
+        "eval_gflops",
+        "train_peak_frac",
+        "eval_peak_frac",
+    ]
     assert (df[numeric] > 0).all().all()
     assert (df["setting"] == "a").all() and (df["memory_format"] == "channels_last").all()
 
     # each of our endpoints at width 1 timed in alternation with its torchvision twin
     pairs = pd.read_csv(tmp_path / "tp_vs_torchvision.csv")
-    assert list(zip(pairs["ours"], pairs["torchvision"])) == [("resnet50", "resnet50"),
-                                                              ("convnext_t", "convnext_tiny")]
+    assert list(zip(pairs["ours"], pairs["torchvision"])) == [("resnet50", "resnet50"), ("convnext_t", "convnext_tiny")]
     for mode in ("train", "eval"):
         assert (pairs[[f"{mode}_ours_img_s", f"{mode}_tv_img_s", f"{mode}_ratio_median"]] > 0).all().all()
         assert (pairs[f"{mode}_ratio_q1"] <= pairs[f"{mode}_ratio_q3"]).all()
@@ -54,8 +83,7 @@ def test_throughput_script_tiny_run(tmp_path):
 
     naive = pd.read_csv(tmp_path / "tp_naive.csv")
     assert list(naive["step_index"]) == [0, 15]
-    assert (naive[["naive_img_s", "ours_img_s", "speedup", "naive_loader_img_s",
-                   "ours_batches_img_s"]] > 0).all().all()
+    assert (naive[["naive_img_s", "ours_img_s", "speedup", "naive_loader_img_s", "ours_batches_img_s"]] > 0).all().all()
 
 
 def test_batch_augment_matches_per_sample_slicing():
@@ -71,21 +99,31 @@ def test_batch_augment_matches_per_sample_slicing():
     flip = (torch.rand(64, generator=gen) < 0.5).tolist()
     padded = F.pad(x, (4, 4, 4, 4))
     for i in range(64):
-        crop = padded[i, :, top[i]:top[i] + 12, left[i]:left[i] + 10]
+        crop = padded[i, :, top[i] : top[i] + 12, left[i] : left[i] + 10]
         assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
     assert 0 < sum(flip) < 64 and len(set(top)) > 1
 
 
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def test_rounding_sensitivity_runs_four_variants_on_the_same_data(tmp_path):
     out = tmp_path / "rounding.csv"
-    run = run_script("rounding_sensitivity.py", "--preset", "smoke", "--step", "kernel_7", "--precision", "32-true",
-                     "--out", str(out),
-                     cwd=tmp_path)
+    run = run_script(
+        "rounding_sensitivity.py",
+        "--preset",
+        "smoke",
+        "--step",
+        "kernel_7",
+        "--precision",
+        "32-true",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     df = pd.read_csv(out).set_index("variant")
     assert list(df.index) == ["fast", "repeat", "plain", "nudged"]

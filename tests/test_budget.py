@@ -17,11 +17,19 @@ from convnext_roadmap.report.budget import BUDGET_COLUMNS, delta_changes, spearm
 from convnext_roadmap.study.plan import study_runs
 
 
-@pytest.mark.parametrize("value,words", [
-    ("[]", ["non-empty list"]), ("[0]", ["at least 1 epoch"]), ("[-2]", ["at least 1 epoch"]),
-    ("[1, 3, 1]", ["1 given twice"]), ("3", ["non-empty list"]), ("[1.5]", ["fraction of an epoch"]),
-    ("[abc]", ["not a number of epochs"]), ("{a: 1}", ["non-empty list"]),
-])
+@pytest.mark.parametrize(
+    "value,words",
+    [
+        ("[]", ["non-empty list"]),
+        ("[0]", ["at least 1 epoch"]),
+        ("[-2]", ["at least 1 epoch"]),
+        ("[1, 3, 1]", ["1 given twice"]),
+        ("3", ["non-empty list"]),
+        ("[1.5]", ["fraction of an epoch"]),
+        ("[abc]", ["not a number of epochs"]),
+        ("{a: 1}", ["non-empty list"]),
+    ],
+)
 def test_bad_budgets_are_one_line_errors(value, words, capsys, tmp_path):
     result = run_main(capsys, "--preset", "smoke", "--set", f"budgets={value}", "--dry-run", "--out", str(tmp_path))
     assert result.returncode == 2
@@ -51,8 +59,12 @@ def test_the_change_of_a_delta_is_paired_by_seed():
     """(child - parent at b) - (child - parent at the smallest b), per seed, against scipy."""
     child = {1: [80.0, 81.5, 79.0, 80.2], 3: [84.0, 84.2, 83.1, 85.0]}
     parent = {1: [79.0, 80.0, 79.5, 79.9], 3: [84.5, 85.1, 83.0, 85.6]}
-    records = [record(step=slug, seed=s, budget_epochs=b, top1=values[b][s])
-               for slug, values in (("child", child), ("parent", parent)) for b in (1, 3) for s in range(4)]
+    records = [
+        record(step=slug, seed=s, budget_epochs=b, top1=values[b][s])
+        for slug, values in (("child", child), ("parent", parent))
+        for b in (1, 3)
+        for s in range(4)
+    ]
     steps = [{"slug": "parent", "parent": None}, {"slug": "child", "parent": "parent", "label": "c"}]
     row = delta_changes(records, steps).iloc[0]
     d = [(child[3][s] - parent[3][s]) - (child[1][s] - parent[1][s]) for s in range(4)]
@@ -73,16 +85,32 @@ def test_spearman_with_its_bootstrap_interval():
 
 def test_a_two_budget_smoke_study(tmp_path):
     out, plots = tmp_path / "r", tmp_path / "p"
-    result = run_cli("--preset", "smoke", "--steps", "0-2", "--seeds", "2", "--budgets", "1,2", "--out", str(out),
-                     "--plots", str(plots), "--set", "train.synthetic_val_size=300")
+    result = run_cli(
+        "--preset",
+        "smoke",
+        "--steps",
+        "0-2",
+        "--seeds",
+        "2",
+        "--budgets",
+        "1,2",
+        "--out",
+        str(out),
+        "--plots",
+        str(plots),
+        "--set",
+        "train.synthetic_val_size=300",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     study = out / "smoke"
     names = sorted(p.name.rsplit("__", 1)[0] for p in (study / "runs").glob("*.json"))
-    assert names == sorted(f"{s}__seed{k}__{b}ep" for s in ("resnet50", "stage_ratio", "patchify_stem")
-                           for k in (0, 1) for b in (1, 2))
+    assert names == sorted(
+        f"{s}__seed{k}__{b}ep" for s in ("resnet50", "stage_ratio", "patchify_stem") for k in (0, 1) for b in (1, 2)
+    )
     results = pd.read_csv(study / "results.csv")
     assert sorted(zip(results["budget_epochs"], results["step"])) == sorted(
-        (b, s) for b in (1, 2) for s in ("resnet50", "stage_ratio", "patchify_stem"))
+        (b, s) for b in (1, 2) for s in ("resnet50", "stage_ratio", "patchify_stem")
+    )
     assert results.loc[results["step"] == "stage_ratio", "n_pairs"].tolist() == [2, 2], "paired at each budget"
     table = pd.read_csv(study / "budget.csv")
     assert list(table.columns) == BUDGET_COLUMNS
@@ -105,8 +133,10 @@ def test_a_run_of_another_study_is_reused_not_retrained(tmp_path):
     first = run_cli("--preset", "smoke", "--steps", "patchify_stem", "--out", str(out), "--plots", str(plots))
     assert first.returncode == 0, first.stderr[-3000:]
     config = tmp_path / "mine.yaml"
-    config.write_text("name: mine\npreset: smoke\nsteps: [stage_ratio, my_stem]\n"
-                      "define:\n  - {slug: my_stem, parent: stage_ratio, change: {stem: patchify}}\n")
+    config.write_text(
+        "name: mine\npreset: smoke\nsteps: [stage_ratio, my_stem]\n"
+        "define:\n  - {slug: my_stem, parent: stage_ratio, change: {stem: patchify}}\n"
+    )
     plan = run_cli("--config", str(config), "--dry-run", "--out", str(out))
     assert plan.returncode == 0, plan.stderr[-3000:]
     line = next(row for row in plan.stdout.splitlines() if "my_stem" in row)
@@ -129,8 +159,20 @@ def test_a_run_of_another_study_is_reused_not_retrained(tmp_path):
 
 def test_a_run_at_chance_level_is_flagged(tmp_path):
     out, plots = tmp_path / "r", tmp_path / "p"
-    result = run_cli("--preset", "smoke", "--steps", "0", "--out", str(out), "--plots", str(plots),
-                     "--set", "train.lr=1e-9", "--set", "train.synthetic_val_size=5000")
+    result = run_cli(
+        "--preset",
+        "smoke",
+        "--steps",
+        "0",
+        "--out",
+        str(out),
+        "--plots",
+        str(plots),
+        "--set",
+        "train.lr=1e-9",
+        "--set",
+        "train.synthetic_val_size=5000",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "did not learn" in warnings[0] and "chance level for 10 classes" in warnings[0]

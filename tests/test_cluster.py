@@ -51,8 +51,14 @@ def study_file(folder: Path, name: str = "cl", overhead: int = 30) -> Path:
 
 
 def runner(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "runner.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=ROOT,
+    )
 
 
 def numbers(out: Path, study: str) -> dict[str, tuple]:
@@ -68,6 +74,7 @@ def numbers(out: Path, study: str) -> dict[str, tuple]:
 
 def latest_submission(out: Path, study: str) -> dict:
     from convnext_roadmap.study.cluster import submissions
+
     return submissions(out, study)[-1]
 
 
@@ -82,6 +89,7 @@ def wait_for(condition, timeout: float = 240, what: str = "") -> None:
 
 def tasks_over(out: Path, study: str) -> bool:
     from convnext_roadmap.study.cluster import submissions, task_states
+
     return all(s not in ("queued", "running", "unknown") for sub in submissions(out, study) for s in task_states(sub))
 
 
@@ -90,6 +98,7 @@ def own_tasks(tmp_path):
     """Stops whatever local task processes a test leaves behind (only those it started)."""
     yield
     from convnext_roadmap.study.cluster import _local_alive, submissions
+
     for study_dir in tmp_path.rglob("cluster"):
         for sub in submissions(study_dir.parent.parent, study_dir.parent.name):
             for task in sub["tasks"]:
@@ -103,8 +112,19 @@ def plain(tmp_path_factory):
     submission must reproduce."""
     out = tmp_path_factory.mktemp("plain") / "out"
     config = study_file(out.parent)
-    result = runner("--config", str(config), "--out", str(out), "--plots", str(out / "plots"), "--jobs", "1",
-                    "--threads", "1", "--no-report")
+    result = runner(
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--plots",
+        str(out / "plots"),
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+        "--no-report",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = numbers(out, "cl")
     assert sorted(found) == sorted(RUNS)
@@ -127,24 +147,28 @@ def test_cluster_time_formats():
         time_minutes(14400)  # what YAML makes of an unquoted 4:00:00
 
 
-@pytest.mark.parametrize(("override", "words"), [
-    ({"time": 14400}, ["cluster.time", "quoted"]),
-    ({"time": "tomorrow"}, ["cluster.time", "SLURM time"]),
-    ({"cpus_per_task": 0}, ["cluster.cpus_per_task", ">= 1"]),
-    ({"gpus_per_node": -1}, ["cluster.gpus_per_node"]),
-    ({"gmacs_per_s": 0}, ["cluster.gmacs_per_s", "> 0"]),
-    ({"pack_fraction": 1.5}, ["cluster.pack_fraction"]),
-    ({"signal_delay_s": 600, "time": "00:05:00"}, ["cluster.signal_delay_s", "shorter"]),
-    ({"partition": "gpu a100"}, ["cluster.partition", "without spaces"]),
-    ({"sbatch": {"array": "0-3"}}, ["cluster.sbatch", "set by --submit"]),
-    ({"sbatch": {"mem": "4G"}}, ["cluster.sbatch", "cluster.mem_gb"]),
-    ({"sbatch": {"Bad Key": 1}}, ["cluster.sbatch", "not an sbatch option"]),
-    ({"sbatch": {"constraint": 1.5}}, ["cluster.sbatch"]),
-    ({"nodes": "4"}, ["cluster.nodes", "int"]),
-    ({"partitions": "gpu"}, ["unknown key", "cluster.partitions"]),
-])
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ({"time": 14400}, ["cluster.time", "quoted"]),
+        ({"time": "tomorrow"}, ["cluster.time", "SLURM time"]),
+        ({"cpus_per_task": 0}, ["cluster.cpus_per_task", ">= 1"]),
+        ({"gpus_per_node": -1}, ["cluster.gpus_per_node"]),
+        ({"gmacs_per_s": 0}, ["cluster.gmacs_per_s", "> 0"]),
+        ({"pack_fraction": 1.5}, ["cluster.pack_fraction"]),
+        ({"signal_delay_s": 600, "time": "00:05:00"}, ["cluster.signal_delay_s", "shorter"]),
+        ({"partition": "gpu a100"}, ["cluster.partition", "without spaces"]),
+        ({"sbatch": {"array": "0-3"}}, ["cluster.sbatch", "set by --submit"]),
+        ({"sbatch": {"mem": "4G"}}, ["cluster.sbatch", "cluster.mem_gb"]),
+        ({"sbatch": {"Bad Key": 1}}, ["cluster.sbatch", "not an sbatch option"]),
+        ({"sbatch": {"constraint": 1.5}}, ["cluster.sbatch"]),
+        ({"nodes": "4"}, ["cluster.nodes", "int"]),
+        ({"partitions": "gpu"}, ["unknown key", "cluster.partitions"]),
+    ],
+)
 def test_cluster_keys_are_checked_like_every_other_key(override, words):
     from convnext_roadmap.config.load import load_study
+
     with pytest.raises(ConfigError) as error:
         load_study("smoke", None, {"cluster": override})
     for word in words:
@@ -153,16 +177,25 @@ def test_cluster_keys_are_checked_like_every_other_key(override, words):
 
 def test_cluster_keys_load_from_yaml(tmp_path):
     from convnext_roadmap.config.load import load_study
+
     path = tmp_path / "s.yaml"
-    path.write_text('preset: smoke\nname: s\ncluster: {partition: gpu, time: "2-00:00:00", mem_gb: 64,\n'
-                    '  sbatch: {constraint: a100, exclusive: true}, setup: ["module load cuda"]}\n')
+    path.write_text(
+        'preset: smoke\nname: s\ncluster: {partition: gpu, time: "2-00:00:00", mem_gb: 64,\n'
+        '  sbatch: {constraint: a100, exclusive: true}, setup: ["module load cuda"]}\n'
+    )
     study, _ = load_study("cpu", path)
-    assert study.cluster == ClusterConfig(partition="gpu", time="2-00:00:00", mem_gb=64.0,
-                                          sbatch={"constraint": "a100", "exclusive": True}, setup=["module load cuda"])
+    assert study.cluster == ClusterConfig(
+        partition="gpu",
+        time="2-00:00:00",
+        mem_gb=64.0,
+        sbatch={"constraint": "a100", "exclusive": True},
+        setup=["module load cuda"],
+    )
 
 
 def test_pack_by_cost_within_the_budget():
     from convnext_roadmap.study.cluster import Item, pack
+
     items = [Item(i, f"r{i}", "h", "todo", 0.0, cost) for i, cost in enumerate([50, 10, 40, 30, 20, 20, 500])]
     tasks = pack(items, budget_s=100)
     assert [[i.name for i in t] for t in tasks if any(i.name == "r6" for i in t)] == [["r6"]]  # too long: alone
@@ -180,8 +213,19 @@ def test_pack_by_cost_within_the_budget():
 
 def test_submit_without_submitit_is_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
-    result = run_main(capsys, "--preset", "smoke", "--steps", "0", "--submit", "local", "--out",
-                      str(tmp_path / "out"), "--plots", str(tmp_path / "plots"))
+    result = run_main(
+        capsys,
+        "--preset",
+        "smoke",
+        "--steps",
+        "0",
+        "--submit",
+        "local",
+        "--out",
+        str(tmp_path / "out"),
+        "--plots",
+        str(tmp_path / "plots"),
+    )
     assert result.returncode == 2
     assert_one_line_error(result, "submitit", "pip install -e '.[cluster]'")
 
@@ -192,11 +236,14 @@ def fake_slurm(tmp_path, monkeypatch):
     a job id; sacct prints the states a test writes."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text('#!/bin/bash\nn=$(ls "$FAKE_SLURM" | grep -c "^script") ; '
-                                    'cp "$1" "$FAKE_SLURM/script$n.sh"\necho "Submitted batch job $((4242 + n))"\n')
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/bash\nn=$(ls "$FAKE_SLURM" | grep -c "^script") ; '
+        'cp "$1" "$FAKE_SLURM/script$n.sh"\necho "Submitted batch job $((4242 + n))"\n'
+    )
     (bin_dir / "srun").write_text("#!/bin/bash\nexit 0\n")
-    (bin_dir / "sacct").write_text('#!/bin/bash\necho "JobID|State|NodeList"\ncat "$FAKE_SLURM/sacct.txt" '
-                                   '2>/dev/null\n')
+    (bin_dir / "sacct").write_text(
+        '#!/bin/bash\necho "JobID|State|NodeList"\ncat "$FAKE_SLURM/sacct.txt" 2>/dev/null\n'
+    )
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -244,8 +291,9 @@ def test_slurm_script_of_a_gpu_ddp_study(fake_slurm, capsys):
     config = fake_slurm / "gpu.yaml"
     config.write_text(GPU_STUDY)
     out = fake_slurm / "out"
-    result = run_main(capsys, "--config", str(config), "--submit", "slurm", "--out", str(out), "--plots",
-                      str(fake_slurm / "plots"))
+    result = run_main(
+        capsys, "--config", str(config), "--submit", "slurm", "--out", str(out), "--plots", str(fake_slurm / "plots")
+    )
     assert result.returncode == 0, result.stderr
     assert "submitted study gpu: job 4242 (an array of 4 tasks)" in result.stdout
     assert "4 run(s) in 4 task(s), 1 run(s) per task, at most 2 at once" in result.stdout
@@ -253,10 +301,25 @@ def test_slurm_script_of_a_gpu_ddp_study(fake_slurm, capsys):
     script = fake_slurm / "script0.sh"
     lines = sbatch_lines(script)
     sub = latest_submission(out, "gpu")
-    for line in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=10", "--signal=USR2@120",
-                 "--requeue", "--partition=gpu", "--account=proj42", "--qos=high", "--time=120", "--mem=480GB",
-                 "--array=0-3%2", "--constraint=a100", "--exclusive", "--mail-type=END", "--job-name=roadmap-gpu",
-                 f"--output={sub['logs']}/%A_%a/%A_%a_0_log.out"):
+    for line in (
+        "--nodes=4",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--cpus-per-task=10",
+        "--signal=USR2@120",
+        "--requeue",
+        "--partition=gpu",
+        "--account=proj42",
+        "--qos=high",
+        "--time=120",
+        "--mem=480GB",
+        "--array=0-3%2",
+        "--constraint=a100",
+        "--exclusive",
+        "--mail-type=END",
+        "--job-name=roadmap-gpu",
+        f"--output={sub['logs']}/%A_%a/%A_%a_0_log.out",
+    ):
         assert f"#SBATCH {line}" in lines, (line, sorted(lines))
     text = script.read_text()
     assert "export OMP_NUM_THREADS=10\nmodule load cuda/12.4\n" in text
@@ -276,8 +339,17 @@ def test_slurm_script_of_a_cpu_study_status_and_a_second_submit(fake_slurm, caps
     assert result.returncode == 0, result.stderr
     assert "48 run(s) in 5 task(s), 9-10 run(s) per task, at most 4 at once" in result.stdout
     lines = sbatch_lines(fake_slurm / "script0.sh")
-    for line in ("--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=1", "--partition=cpu", "--mem=3584MB",
-                 "--time=10", "--array=0-4%4", "--signal=USR2@120", "--requeue"):
+    for line in (
+        "--nodes=1",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=1",
+        "--partition=cpu",
+        "--mem=3584MB",
+        "--time=10",
+        "--array=0-4%4",
+        "--signal=USR2@120",
+        "--requeue",
+    ):
         assert f"#SBATCH {line}" in lines, (line, sorted(lines))
     assert not any("gpus" in line or "account" in line for line in lines)
     assert "export OMP_NUM_THREADS=1\n" in (fake_slurm / "script0.sh").read_text()
@@ -285,8 +357,9 @@ def test_slurm_script_of_a_cpu_study_status_and_a_second_submit(fake_slurm, caps
     assert sum(len(t["runs"]) for t in sub["tasks"]) == 48
     task1 = [r["name"] for r in sub["tasks"][1]["runs"]]
 
-    (fake_slurm / "sacct.txt").write_text("4242_0|RUNNING|n1\n4242_1|FAILED|n2\n4242_1.batch|FAILED|n2\n"
-                                          "4242_[2-4%4]|PENDING|None assigned\n")
+    (fake_slurm / "sacct.txt").write_text(
+        "4242_0|RUNNING|n1\n4242_1|FAILED|n2\n4242_1.batch|FAILED|n2\n4242_[2-4%4]|PENDING|None assigned\n"
+    )
     result = run_main(capsys, "status", "--study", "cpu", "--out", str(out), "--plots", str(fake_slurm / "plots"))
     assert result.returncode == 0, result.stderr
     assert f"48 run(s) - {48 - len(task1)} queued, {len(task1)} in ended tasks, unrecorded" in result.stdout
@@ -309,11 +382,13 @@ def test_cluster_keys_must_match_a_ddp_run(fake_slurm, capsys):
     config.write_text(GPU_STUDY.replace("tasks_per_node: 8", "tasks_per_node: 4"))
     result = run_main(capsys, "--config", str(config), "--submit", "slurm", "--out", str(fake_slurm / "out"))
     assert_one_line_error(result, "cluster.tasks_per_node: 8")
-    result = run_main(capsys, "--preset", "smoke", "--set", "cluster.nodes=2", "--submit", "slurm", "--out",
-                      str(fake_slurm / "out"))
+    result = run_main(
+        capsys, "--preset", "smoke", "--set", "cluster.nodes=2", "--submit", "slurm", "--out", str(fake_slurm / "out")
+    )
     assert_one_line_error(result, "single-process")
-    result = run_main(capsys, "--preset", "smoke", "--submit", "local", "--shard", "0/2", "--out",
-                      str(fake_slurm / "out"))
+    result = run_main(
+        capsys, "--preset", "smoke", "--submit", "local", "--shard", "0/2", "--out", str(fake_slurm / "out")
+    )
     assert_one_line_error(result, "--shard")
 
 
@@ -326,12 +401,14 @@ def test_imagenet_example_script_is_a_ddp_submission(fake_slurm):
     import runner
     from convnext_roadmap.config.load import load_study
     from convnext_roadmap.study.cluster import check_request, make_executor
+
     stub = fake_slurm / "python"
     stub.write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$FAKE_SLURM/args"\n')
     stub.chmod(0o755)
     env = {**os.environ, "PYTHON": str(stub), "IMAGENET": "/data/imagenet", "ACCOUNT": "proj42"}
-    subprocess.run(["bash", str(ROOT / "slurm" / "imagenet_array.sbatch"), "--dry-run"], env=env, check=True,
-                   timeout=60)
+    subprocess.run(
+        ["bash", str(ROOT / "slurm" / "imagenet_array.sbatch"), "--dry-run"], env=env, check=True, timeout=60
+    )
     argv = (fake_slurm / "args").read_text().splitlines()
     assert argv[0] == "runner.py" and argv[-3:] == ["--submit", "slurm", "--dry-run"]
     args = runner.build_parser().parse_args(argv[1:])
@@ -340,8 +417,18 @@ def test_imagenet_example_script_is_a_ddp_submission(fake_slurm):
     check_request(study, "slurm")  # 4 x 8 tasks for a run of devices 8 x num_nodes 4
     pool = make_executor(submitit, "slurm", fake_slurm / "logs" / "%j", study, tasks=12, slots=4)
     lines = sbatch_lines_of(pool._make_submission_file_text("python -m task", "uid"))
-    for line in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=10", "--mem=480GB",
-                 "--time=1440", "--partition=gpu", "--account=proj42", "--signal=USR2@120", "--requeue"):
+    for line in (
+        "--nodes=4",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--cpus-per-task=10",
+        "--mem=480GB",
+        "--time=1440",
+        "--partition=gpu",
+        "--account=proj42",
+        "--signal=USR2@120",
+        "--requeue",
+    ):
         assert f"#SBATCH {line}" in lines, (line, sorted(lines))
 
 
@@ -350,8 +437,20 @@ def sbatch_lines_of(text: str) -> set[str]:
 
 
 def test_submit_dry_run_prints_the_packing(tmp_path, capsys):
-    result = run_main(capsys, "--preset", "smoke", "--submit", "slurm", "--dry-run", "--set",
-                      'cluster.time="00:05:00"', "--set", "cluster.signal_delay_s=60", "--out", str(tmp_path / "out"))
+    result = run_main(
+        capsys,
+        "--preset",
+        "smoke",
+        "--submit",
+        "slurm",
+        "--dry-run",
+        "--set",
+        'cluster.time="00:05:00"',
+        "--set",
+        "cluster.signal_delay_s=60",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 0, result.stderr
     assert "dry run: --submit slurm would submit 16 run(s) in 2 task(s), 8 run(s) per task" in result.stdout
     assert not (tmp_path / "out" / "smoke" / "cluster").exists()
@@ -402,6 +501,7 @@ def test_killed_task_is_resubmitted_and_the_study_completes(tmp_path, plain, own
     os.kill(beat["pid"], signal.SIGKILL)
     assert not list((out / "cl" / "runs").glob("resnet50__*.json")), "the run ended before the kill"
     from convnext_roadmap.study.cluster import _local_alive
+
     wait_for(lambda: not _local_alive(int(victim["job_id"])), what="the killed task's controller")
 
     result = run_main(capsys, "status", "--study", "cl", "--out", str(out))
@@ -428,12 +528,19 @@ def test_preempted_task_checkpoints_and_is_requeued(tmp_path, plain, own_tasks):
     runner checkpoints at the next batch, submitit's checkpoint() pickles the task again and the
     local controller starts it again; the run resumes and its record is the plain run's."""
     config, out = study_file(tmp_path), tmp_path / "out"
-    result = runner("--config", str(config), "--submit", "local", "--out", str(out), "--plots",
-                    str(tmp_path / "plots"))
+    result = runner("--config", str(config), "--submit", "local", "--out", str(out), "--plots", str(tmp_path / "plots"))
     assert result.returncode == 0, result.stderr
     sub = latest_submission(out, "cl")
-    checkpoint = next(iter([out / "cl" / "checkpoints" / f"resnet50__seed0__{r['hash'][:8]}" / "last.ckpt"
-                            for t in sub["tasks"] for r in t["runs"] if r["name"] == "resnet50__seed0"]))
+    checkpoint = next(
+        iter(
+            [
+                out / "cl" / "checkpoints" / f"resnet50__seed0__{r['hash'][:8]}" / "last.ckpt"
+                for t in sub["tasks"]
+                for r in t["runs"]
+                if r["name"] == "resnet50__seed0"
+            ]
+        )
+    )
     wait_for(checkpoint.exists, what="the first checkpoint")
     beat = json.loads((Path(sub["dir"]) / "tasks" / "0.json").read_text())
     os.kill(beat["pid"], signal.SIGUSR2)

@@ -20,8 +20,11 @@ SHIPPED = sorted(p.parent.name for p in (ROOT / "results").glob("*/study.json"))
 def shipped(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     for name in SHIPPED:
-        shutil.copytree(ROOT / "results" / name, out / name, ignore=shutil.ignore_patterns("logs", "checkpoints",
-                                                                                            "weights", "locks"))
+        shutil.copytree(
+            ROOT / "results" / name,
+            out / name,
+            ignore=shutil.ignore_patterns("logs", "checkpoints", "weights", "locks"),
+        )
     return out
 
 
@@ -34,8 +37,10 @@ def test_compare_works_on_every_pair_of_shipped_studies(shipped, tmp_path, pair,
 
 def test_the_difference_of_deltas_is_paired_by_seed():
     def study(child, parent):
-        return ([record(step="c", parent="p", seed=s, top1=v) for s, v in enumerate(child)]
-                + [record(step="p", seed=s, top1=v) for s, v in enumerate(parent)])
+        return [record(step="c", parent="p", seed=s, top1=v) for s, v in enumerate(child)] + [
+            record(step="p", seed=s, top1=v) for s, v in enumerate(parent)
+        ]
+
     a = study([80.0, 81.0, 82.5], [79.0, 80.5, 81.0])
     b = study([84.0, 86.0, 85.0], [82.0, 83.5, 84.2])
     row = comparison_table({"a": a, "b": b}).set_index("step").loc["c"]
@@ -44,7 +49,8 @@ def test_the_difference_of_deltas_is_paired_by_seed():
     d = [y - x for x, y in zip(delta_a, delta_b, strict=True)]
     assert row["b_minus_a_delta"] == pytest.approx(sum(d) / 3)
     assert (row["b_minus_a_delta_ci95_low"], row["b_minus_a_delta_ci95_high"]) == pytest.approx(
-        tuple(stats.ttest_1samp(d, 0.0).confidence_interval(0.95)))
+        tuple(stats.ttest_1samp(d, 0.0).confidence_interval(0.95))
+    )
     assert row["b_minus_a_delta_test"] == "paired"
     other = study([80.0, 81.0, 82.5], [79.0, 80.5, 81.0])
     for r in other:

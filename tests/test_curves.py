@@ -26,19 +26,37 @@ def same_curve(resumed: pd.DataFrame, reference: pd.DataFrame, interrupted_epoch
     """Every row of the uninterrupted run, once. Lightning does not checkpoint the running
     mean behind train_loss_epoch: the interrupted epoch's one averages the batches after the
     resume only, or is missing if the resume point is its last batch."""
+
     def without_epoch_loss(frame):
         rows = frame[frame["train_loss_epoch"].isna() | (frame["epoch"] != interrupted_epoch)]
         return rows.reset_index(drop=True)
 
     pd.testing.assert_frame_equal(without_epoch_loss(resumed), without_epoch_loss(reference))
-    assert not resumed[["step", "epoch"]].assign(
-        kind=resumed["val_top1"].notna() * 2 + resumed["train_loss_step"].notna()).duplicated().any()
+    assert (
+        not resumed[["step", "epoch"]]
+        .assign(kind=resumed["val_top1"].notna() * 2 + resumed["train_loss_step"].notna())
+        .duplicated()
+        .any()
+    )
 
 
 def test_kill_9_mid_run_keeps_the_curve(tiny_reference, tmp_path):
     config, out = tiny_study(tmp_path), tmp_path / "out"
-    driver = [sys.executable, str(ROOT / "tests" / "crash_driver.py"), "--at", "batch:1:6", "--signal", "SIGKILL",
-              "--", "--config", str(config), "--out", str(out), "--plots", str(out / "plots")]
+    driver = [
+        sys.executable,
+        str(ROOT / "tests" / "crash_driver.py"),
+        "--at",
+        "batch:1:6",
+        "--signal",
+        "SIGKILL",
+        "--",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--plots",
+        str(out / "plots"),
+    ]
     killed = subprocess.run(driver, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     before = curve(metrics_csv(out))

@@ -36,8 +36,21 @@ def run_ddp(tmp_path: Path, env: dict[str, str], timeout: int = 420) -> subproce
     config = tmp_path / "ddp.yaml"
     config.write_text(STUDY)
     out = tmp_path / "out"
-    command = [sys.executable, str(ROOT / "tests" / "ddp_driver.py"), "--config", str(config), "--out", str(out),
-               "--plots", str(tmp_path / "plots"), "--devices", "2", "--strategy", "ddp", "--no-report"]
+    command = [
+        sys.executable,
+        str(ROOT / "tests" / "ddp_driver.py"),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--plots",
+        str(tmp_path / "plots"),
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--no-report",
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment, cwd=tmp_path)
 
@@ -61,8 +74,10 @@ def ddp_study(tmp_path_factory):
     finally:
         holder.kill()
         holder.wait()
-    records = {json.loads(p.read_text())["step"]: json.loads(p.read_text())
-               for p in (tmp / "out" / "ddp" / "runs").glob("*.json")}
+    records = {
+        json.loads(p.read_text())["step"]: json.loads(p.read_text())
+        for p in (tmp / "out" / "ddp" / "runs").glob("*.json")
+    }
     return result, records, locks, trace
 
 
@@ -91,12 +106,16 @@ def test_a_nan_on_one_rank_fails_the_run_on_every_rank(ddp_study):
 @pytest.mark.slow  # one 2-process study of 4 runs for these four tests: ~30 s
 def test_each_rank_draws_its_own_random_numbers_and_rank_0_those_of_one_process(ddp_study):
     from convnext_roadmap.data.seeding import derive_seed
+
     _, _, _, trace = ddp_study
     seeds = {}
     for rank in (0, 1):
         entries = read_trace(trace, rank)
-        seeds[rank] = {(e["where"], tuple(e["parts"][:4])): e for e in entries
-                       if e["where"] in ("loader", "reseed") and len(e["parts"]) >= 4}
+        seeds[rank] = {
+            (e["where"], tuple(e["parts"][:4])): e
+            for e in entries
+            if e["where"] in ("loader", "reseed") and len(e["parts"]) >= 4
+        }
         assert seeds[rank]
     for (where, parts), entry in seeds[0].items():
         assert entry["parts"] == list(parts) and entry["value"] == derive_seed(*parts)  # as one process
@@ -108,8 +127,10 @@ def test_each_rank_draws_its_own_random_numbers_and_rank_0_those_of_one_process(
 @pytest.mark.slow  # one 2-process study of 4 runs for these four tests: ~30 s
 def test_uneven_validation_shards_get_the_same_number_of_batches(ddp_study):
     _, records, _, trace = ddp_study
-    sizes = {rank: [e["size"] for e in read_trace(trace, rank) if e["where"] == "val_batch"
-                    and e["step"] == "convnext_t"] for rank in (0, 1)}
+    sizes = {
+        rank: [e["size"] for e in read_trace(trace, rank) if e["where"] == "val_batch" and e["step"] == "convnext_t"]
+        for rank in (0, 1)
+    }
     assert len(sizes[0]) == len(sizes[1]) == 2, sizes  # 257 + 256 images, 2 batches each
     assert sum(sizes[0]) + sum(sizes[1]) == 513, sizes  # every image once
     assert records["convnext_t"]["val_images"] == 513
@@ -122,6 +143,7 @@ def test_even_shards_for_any_size():
 
     from convnext_roadmap.data.image_folder import EvenShardBatches
     from convnext_roadmap.data.in_memory import InMemoryBatches
+
     for size in (2, 3, 256, 257, 513, 1025):
         for world in (2, 3, 8):
             if size < world:
@@ -129,9 +151,20 @@ def test_even_shards_for_any_size():
             for batch in (2, 256):
                 images = torch.zeros(size, 1, 4, 4, dtype=torch.uint8)
                 labels = torch.arange(size)
-                loaders = [InMemoryBatches(images, labels, batch, train=False, seed=0, resolution=4,
-                                           mean=torch.zeros(1), std=torch.ones(1), shard=(rank, world))
-                           for rank in range(world)]
+                loaders = [
+                    InMemoryBatches(
+                        images,
+                        labels,
+                        batch,
+                        train=False,
+                        seed=0,
+                        resolution=4,
+                        mean=torch.zeros(1),
+                        std=torch.ones(1),
+                        shard=(rank, world),
+                    )
+                    for rank in range(world)
+                ]
                 counts = {len(list(loader)) for loader in loaders}
                 assert len(counts) == 1 and counts == {len(loaders[0])}, (size, world, batch)
                 seen = sorted(int(x) for loader in loaders for _, y in loader for x in y)
@@ -147,6 +180,7 @@ def test_a_lock_of_an_earlier_incarnation_of_this_slurm_job_is_stale(tmp_path, m
     left (the same SLURM_JOB_ID, a lower SLURM_RESTART_COUNT); another job's lock of another
     host, or one of this incarnation, is never taken over."""
     from convnext_roadmap.store import locks
+
     lock = tmp_path / "run.lock"
     monkeypatch.setenv("SLURM_JOB_ID", "777")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")

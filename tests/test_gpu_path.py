@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------ precision
 
+
 def mock_gpu(monkeypatch, major: int, count: int = 1) -> None:
     """A CUDA device of compute capability `major` (7: V100/T4, 8: A100) that can emulate bf16."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -35,6 +36,7 @@ def mock_gpu(monkeypatch, major: int, count: int = 1) -> None:
 @pytest.mark.parametrize(("major", "expected"), [(7, "16-mixed"), (8, "bf16-mixed"), (9, "bf16-mixed")])
 def test_auto_precision_counts_only_bf16_in_hardware(monkeypatch, major, expected):
     from convnext_roadmap.train.precision import resolve_precision
+
     mock_gpu(monkeypatch, major)
     assert torch.cuda.is_bf16_supported()  # torch's default counts emulation: a V100 "supports" bf16
     assert resolve_precision("auto") == expected
@@ -44,11 +46,13 @@ def test_auto_precision_counts_only_bf16_in_hardware(monkeypatch, major, expecte
 
 # -------------------------------------------------------------------------------- devices
 
+
 def test_devices_auto_counts_the_gpus_lightning_would_take(monkeypatch):
     from convnext_roadmap.config.load import load_study
     from convnext_roadmap.study.plan import run_payload
     from convnext_roadmap.train.ranks import world_size_of
     from convnext_steps import get_step
+
     for preset in ("cifar10", "cifar100", "imagenette"):
         study = load_study(preset)[0]
         assert study.train.devices == "1", preset  # one GPU, as the preset says
@@ -67,6 +71,7 @@ def test_an_unusable_cuda_build_is_a_one_line_error(monkeypatch, capsys, tmp_pat
     has no driver; on a GPU node, a driver too old for the build): an error, not a CPU run."""
     import runner
     from convnext_roadmap.train import gpu
+
     monkeypatch.setattr(gpu, "nvidia_gpu_present", lambda: True)
     args = ["--preset", "smoke", "--steps", "0", "--dry-run", "--out", str(tmp_path / "r"), "--plots", str(tmp_path)]
     assert runner.main(args) == 2
@@ -74,6 +79,7 @@ def test_an_unusable_cuda_build_is_a_one_line_error(monkeypatch, capsys, tmp_pat
     assert len(err) == 1 and err[0].startswith("error: this node has an NVIDIA GPU, but torch"), err
     assert "train.accelerator=cpu" in err[0]
     from convnext_roadmap.config.schema import TrainConfig
+
     gpu.check_accelerator(TrainConfig(accelerator="cpu"))  # the CPU on purpose: no error
     monkeypatch.setattr(gpu, "nvidia_gpu_present", lambda: False)
     gpu.check_accelerator(TrainConfig())  # no GPU on the node: the CPU, as always
@@ -82,6 +88,7 @@ def test_an_unusable_cuda_build_is_a_one_line_error(monkeypatch, capsys, tmp_pat
 def test_gpu_settings_only_on_cuda(monkeypatch):
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.train import gpu
+
     cfg = TrainConfig()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu.gpu_trainer_kwargs(cfg) == {}  # the CPU default: Lightning's own benchmark=None
@@ -101,6 +108,7 @@ def test_gpu_settings_only_on_cuda(monkeypatch):
 def test_image_folder_batches_reach_the_network_channels_last():
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.train.module import RoadmapClassifier
+
     module = RoadmapClassifier(0, TrainConfig(width_mult=0.125), 10, 3)
     nchw = [torch.rand(4, 3, 32, 32), torch.arange(4)]  # as a DataLoader collates
     images, labels = module.on_after_batch_transfer(nchw, 0)
@@ -111,13 +119,32 @@ def test_image_folder_batches_reach_the_network_channels_last():
 
 # -------------------------------------------------------------------------------- compile
 
+
 def compiled_records(tmp_path: Path, monkeypatch, name: str) -> dict[str, dict]:
     import runner
+
     original = torch.nn.Module.compile
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: original(self, backend="eager"))
     out = tmp_path / name
-    args = ["--preset", "smoke", "--steps", "0-4", "--set", "train.compile=true", "--set", f"name={name}",
-            "--out", str(out), "--plots", str(tmp_path / "plots"), "--jobs", "1", "--threads", "1", "--no-report"]
+    args = [
+        "--preset",
+        "smoke",
+        "--steps",
+        "0-4",
+        "--set",
+        "train.compile=true",
+        "--set",
+        f"name={name}",
+        "--out",
+        str(out),
+        "--plots",
+        str(tmp_path / "plots"),
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+        "--no-report",
+    ]
     assert runner.main(args) == 0
     return {(r := json.loads(p.read_text()))["step"]: r for p in (out / name / "runs").glob("*.json")}
 
@@ -125,10 +152,12 @@ def compiled_records(tmp_path: Path, monkeypatch, name: str) -> dict[str, dict]:
 @pytest.mark.slow
 def test_five_compiled_runs_in_one_process_stay_compiled(tmp_path, monkeypatch):
     from convnext_roadmap.train import gpu
+
     records = compiled_records(tmp_path, monkeypatch, "compiled")
     assert len(records) == 5
-    assert all(r["compiled"] is True and r["compiled_graphs"] > 0 for r in records.values()), \
-        {s: (r["compiled"], r["compiled_graphs"]) for s, r in records.items()}
+    assert all(r["compiled"] is True and r["compiled_graphs"] > 0 for r in records.values()), {
+        s: (r["compiled"], r["compiled_graphs"]) for s, r in records.items()
+    }
     # without forgetting the earlier runs' graphs, dynamo's recompile limit ends compilation
     monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
     records = compiled_records(tmp_path, monkeypatch, "uncompiled")
@@ -139,12 +168,14 @@ def test_five_compiled_runs_in_one_process_stay_compiled(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- augmentation
 
+
 def test_timm_randaugment_levels_are_convnexts(monkeypatch):
     """rand-m9-mstd0.5-inc1: magnitude 9 of 10 is 0.9 of each op's maximum (timm's level
     functions), where torchvision's 9 of its 31 bins is 0.3."""
     from torchvision.transforms import v2
 
     from convnext_roadmap.data import recipe_augment as ra
+
     monkeypatch.setattr(ra, "_uniform", lambda generator: 0.0)  # never negated
     levels = {name: level(9.0, None)[0] for name, (level, _) in ra.OPS.items() if level is not None}
     assert levels["Rotate"] == pytest.approx(27.0)  # of 30 degrees
@@ -165,6 +196,7 @@ def test_timm_randaugment_levels_are_convnexts(monkeypatch):
 
 def test_timm_randaugment_draws_prob_half_and_magnitude_noise():
     from convnext_roadmap.data.recipe_augment import TimmRandAugment
+
     augment = TimmRandAugment(2, 9, 0.5)
     generator = torch.Generator().manual_seed(0)
     plans = [augment.draw(generator) for _ in range(4000)]
@@ -184,6 +216,7 @@ def test_timm_randaugment_draws_prob_half_and_magnitude_noise():
 
 def test_timm_randaugment_is_a_function_of_the_generator_and_takes_pil_and_tensors():
     from convnext_roadmap.data.recipe_augment import TimmRandAugment
+
     augment = TimmRandAugment(2, 9, 0.5, prob=1.0, interpolation="bicubic")
     assert augment.resample == Image.BICUBIC and augment.fill == (124, 116, 104)
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
@@ -198,12 +231,13 @@ def test_timm_randaugment_is_a_function_of_the_generator_and_takes_pil_and_tenso
 
 def test_pixel_random_erasing_is_timms_remode_pixel():
     from convnext_roadmap.data.recipe_augment import PixelRandomErasing
+
     erasing = PixelRandomErasing(0.25, "pixel")
     generator = torch.Generator().manual_seed(0)
     boxes = [erasing.box(224, 224, generator) for _ in range(4000)]
     found = [b for b in boxes if b is not None]
     assert abs(len(found) / len(boxes) - 0.25) < 0.02
-    areas = [h * w / 224 ** 2 for _, _, h, w in found]
+    areas = [h * w / 224**2 for _, _, h, w in found]
     aspects = [h / w for _, _, h, w in found]
     assert 0.015 < min(areas) and max(areas) < 1 / 3 + 0.01  # 0.02 to 1/3 of the image
     assert min(aspects) > 0.28 and max(aspects) < 3.6  # log-uniform in [0.3, 1/0.3]
@@ -220,11 +254,18 @@ def test_the_gpu_presets_train_convnexts_augmentation(tmp_path):
     from convnext_roadmap.data.image_folder import ImageFolderDataModule
     from convnext_roadmap.data.in_memory import BatchAugment
     from convnext_roadmap.data.recipe_augment import PixelRandomErasing, TimmRandAugment
+
     for preset in ("imagenet", "imagenette", "cifar10", "cifar100"):
         cfg = load_study(preset)[0].train
-        assert (cfg.randaugment_impl, cfg.randaugment_ops, cfg.randaugment_magnitude, cfg.randaugment_magnitude_std,
-                cfg.random_erasing, cfg.random_erasing_mode, cfg.interpolation) == \
-            ("timm", 2, 9, 0.5, 0.25, "pixel", "bicubic"), preset
+        assert (
+            cfg.randaugment_impl,
+            cfg.randaugment_ops,
+            cfg.randaugment_magnitude,
+            cfg.randaugment_magnitude_std,
+            cfg.random_erasing,
+            cfg.random_erasing_mode,
+            cfg.interpolation,
+        ) == ("timm", 2, 9, 0.5, 0.25, "pixel", "bicubic"), preset
     for split in ("train", "val"):
         (tmp_path / split / "a").mkdir(parents=True)
         Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / split / "a" / "0.png")
@@ -245,12 +286,14 @@ def test_in_memory_augmentation_per_image_when_asked():
     default (the CPU studies' records), per image with augment_chunk 1; timm's: per image."""
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.data.in_memory import BatchAugment
+
     images = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).expand(32, 3, 32, 32).contiguous()
 
     def distinct(cfg: TrainConfig) -> int:
         torch.manual_seed(0)
         out = BatchAugment(cfg)(images.clone(), torch.Generator().manual_seed(0))
         return len({bytes(image.numpy()) for image in out})
+
     base = {"crop_padding": None, "hflip": False, "randaugment_ops": 2}
     assert distinct(TrainConfig(**base)) <= 2  # one draw per chunk of 16: at most 2 variants of 32 copies
     assert distinct(TrainConfig(**base, augment_chunk=1)) > 16
@@ -260,9 +303,16 @@ def test_in_memory_augmentation_per_image_when_asked():
 def test_augmentation_keys_are_checked():
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.errors import ConfigError
-    for bad in ({"randaugment_impl": "kornia"}, {"random_erasing_mode": "rand"}, {"interpolation": "nearest"},
-                {"randaugment_magnitude_std": 0.5}, {"randaugment_impl": "timm", "randaugment_magnitude": 12},
-                {"augment_chunk": 0}, {"accumulate_grad_batches": 0}):
+
+    for bad in (
+        {"randaugment_impl": "kornia"},
+        {"random_erasing_mode": "rand"},
+        {"interpolation": "nearest"},
+        {"randaugment_magnitude_std": 0.5},
+        {"randaugment_impl": "timm", "randaugment_magnitude": 12},
+        {"augment_chunk": 0},
+        {"accumulate_grad_batches": 0},
+    ):
         with pytest.raises(ConfigError):
             TrainConfig(**bad).check()
     TrainConfig(randaugment_impl="timm", randaugment_magnitude_std=0.5).check()
@@ -275,6 +325,7 @@ def test_matches_timm_op_for_op_when_timm_is_there(monkeypatch):
     import numpy as np
 
     from convnext_roadmap.data import recipe_augment as ra
+
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
     hparams = {"img_mean": ra.IMAGENET_FILL, "interpolation": Image.BICUBIC, "translate_const": 100}
     ours = ra.TimmRandAugment(2, 9, 0.0, interpolation="bicubic")
@@ -288,23 +339,48 @@ def test_matches_timm_op_for_op_when_timm_is_there(monkeypatch):
 
 # ---------------------------------------------------------------------- gradient accumulation
 
+
 def test_accumulation_scales_lr_by_the_effective_batch_and_steps_less(tmp_path):
     from robust_helpers import records
 
     import runner
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.train.module import RoadmapClassifier
-    module = RoadmapClassifier(0, TrainConfig(width_mult=0.125, accumulate_grad_batches=4, batch_size=32,
-                                              lr_reference_batch=256, lr=1e-3), 10, 3, world_size=2)
+
+    module = RoadmapClassifier(
+        0,
+        TrainConfig(width_mult=0.125, accumulate_grad_batches=4, batch_size=32, lr_reference_batch=256, lr=1e-3),
+        10,
+        3,
+        world_size=2,
+    )
     module.trainer = SimpleNamespace(estimated_stepping_batches=10)
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.defaults["lr"] == pytest.approx(1e-3 * 32 * 2 * 4 / 256)
     out = tmp_path / "out"
     steps, hashes = {}, {}
     for accumulate in (1, 2):
-        args = ["--preset", "smoke", "--steps", "15", "--set", f"name=acc{accumulate}", "--set",
-                f"train.accumulate_grad_batches={accumulate}", "--set", "train.batch_size=32",
-                "--out", str(out), "--plots", str(tmp_path / "p"), "--jobs", "1", "--threads", "1", "--no-report"]
+        args = [
+            "--preset",
+            "smoke",
+            "--steps",
+            "15",
+            "--set",
+            f"name=acc{accumulate}",
+            "--set",
+            f"train.accumulate_grad_batches={accumulate}",
+            "--set",
+            "train.batch_size=32",
+            "--out",
+            str(out),
+            "--plots",
+            str(tmp_path / "p"),
+            "--jobs",
+            "1",
+            "--threads",
+            "1",
+            "--no-report",
+        ]
         assert runner.main(args) == 0
         record = records(out, f"acc{accumulate}")["convnext_t__seed0"]
         assert record["status"] == "done" and record["config"]["accumulate_grad_batches"] == accumulate
@@ -317,6 +393,7 @@ def test_accumulation_scales_lr_by_the_effective_batch_and_steps_less(tmp_path):
 
 
 # --------------------------------------------------------------------------- host syncs
+
 
 class CountingStrategy:
     def __init__(self) -> None:
@@ -336,6 +413,7 @@ def test_under_ddp_the_stop_agreement_and_checkpoint_clock_sync_every_20_batches
     import datetime as dt
 
     from convnext_roadmap.train import checkpoints
+
     strategy = CountingStrategy()
     trainer = SimpleNamespace(world_size=2, strategy=strategy)
     assert [checkpoints.agreed(trainer, b) for b in range(100)] == [None] * 100
@@ -359,17 +437,33 @@ def test_under_ddp_the_stop_agreement_and_checkpoint_clock_sync_every_20_batches
 
 # ------------------------------------------------------------------ in-memory prefetching
 
+
 def test_prefetched_batches_are_the_same_batches():
     """A CUDA run prepares the next in-memory batch in a thread during this one's step (and
     pins it; pinning needs a CUDA driver, so not here): the same batches, bit for bit."""
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.data.in_memory import BatchAugment, InMemoryBatches, prefetched
+
     images = torch.randint(0, 256, (1024, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (1024,))
-    cfg = TrainConfig(randaugment_ops=2, randaugment_impl="timm", randaugment_magnitude_std=0.5, random_erasing=0.25,
-                      random_erasing_mode="pixel")
-    loader = InMemoryBatches(images, labels, 256, train=True, seed=3, resolution=32, mean=torch.zeros(3),
-                             std=torch.ones(3), augment=BatchAugment(cfg))
+    cfg = TrainConfig(
+        randaugment_ops=2,
+        randaugment_impl="timm",
+        randaugment_magnitude_std=0.5,
+        random_erasing=0.25,
+        random_erasing_mode="pixel",
+    )
+    loader = InMemoryBatches(
+        images,
+        labels,
+        256,
+        train=True,
+        seed=3,
+        resolution=32,
+        mean=torch.zeros(3),
+        std=torch.ones(3),
+        augment=BatchAugment(cfg),
+    )
     plain = list(loader)
     ahead = list(prefetched(loader._batch, loader._batches(loader._indices()), 1))  # resumed at batch 1
     assert len(plain) == 4 and len(ahead) == 3
@@ -378,8 +472,10 @@ def test_prefetched_batches_are_the_same_batches():
 
 # ------------------------------------------------------------------ image-folder fingerprint
 
+
 def test_an_image_folder_is_statted_once_per_state(tmp_path, monkeypatch):
     from convnext_roadmap.data import registry
+
     monkeypatch.setattr(registry, "CACHE_DIR", tmp_path / "cache")
     root = tmp_path / "data"
     for split in ("train", "val"):
@@ -400,6 +496,7 @@ def test_an_image_folder_is_statted_once_per_state(tmp_path, monkeypatch):
 def test_the_world_of_one_process_decides_alone():
     from convnext_roadmap.errors import DataError
     from convnext_roadmap.train.world import SOLO
+
     assert SOLO.from_zero(5) == 5 and SOLO.any(True) and not SOLO.any(False)
     assert SOLO.decide_on_zero(lambda: "fp") == "fp"
     with pytest.raises(DataError):

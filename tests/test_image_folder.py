@@ -65,9 +65,26 @@ def folder_reference(folder, tmp_path_factory):
 
 
 def interrupt(config, out, at: str, sig: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tests" / "crash_driver.py"), "--at", at, "--signal", sig, "--",
-                           "--config", str(config), "--out", str(out), "--plots", str(out / "plots")],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "crash_driver.py"),
+            "--at",
+            at,
+            "--signal",
+            sig,
+            "--",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--plots",
+            str(out / "plots"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_interrupted_mid_epoch_twice_resumes_to_the_same_numbers_with_workers(folder, folder_reference, tmp_path):
@@ -89,6 +106,7 @@ def test_interrupted_mid_epoch_twice_resumes_to_the_same_numbers_with_workers(fo
 
 def test_sampler_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch():
     from convnext_roadmap.data.image_folder import ResumableSampler
+
     full = list(ResumableSampler(50, 4, seed=3))
     assert sorted(i for i, _ in full) == list(range(50)) and full == list(ResumableSampler(50, 4, seed=3))
     resumed = ResumableSampler(50, 4, seed=3)
@@ -108,6 +126,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index():
     from torchvision.transforms import v2
 
     from convnext_roadmap.data.image_folder import SeededSamples
+
     images = [(torch.rand(3, 40, 40), 0) for _ in range(4)]
     samples = SeededSamples(images, v2.Compose([v2.RandomResizedCrop(32), v2.RandomHorizontalFlip()]), seed=1)
     torch.manual_seed(123)
@@ -124,24 +143,32 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index():
 def test_hflip_off_is_honoured(folder):
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.data.image_folder import ImageFolderDataModule
-    flips = [type(op).__name__ for op in ImageFolderDataModule(TrainConfig(dataset="imagefolder", data_dir=str(folder),
-                                                                            hflip=False), 0).train_transform.transforms]
+
+    flips = [
+        type(op).__name__
+        for op in ImageFolderDataModule(
+            TrainConfig(dataset="imagefolder", data_dir=str(folder), hflip=False), 0
+        ).train_transform.transforms
+    ]
     assert "RandomHorizontalFlip" not in flips and "RandomResizedCrop" in flips
 
 
 def test_crop_padding_is_refused_for_image_folders(folder):
     from convnext_roadmap.config.load import load_study
     from convnext_roadmap.errors import ConfigError
+
     train = {"dataset": "imagefolder", "data_dir": str(folder)}
     load_study("smoke", None, {"train": train})  # the default: nothing to refuse
     with pytest.raises(ConfigError, match="crop_padding=2 applies to in-memory data sets only"):
         load_study("smoke", None, {"train": {**train, "crop_padding": 2}})
-    assert load_study("cpu", None, {"train": {**train, "crop_padding": None}})[0].train.crop_padding is None, \
+    assert load_study("cpu", None, {"train": {**train, "crop_padding": None}})[0].train.crop_padding is None, (
         "the default preset's crop_padding=2 is undone by null, as the message says"
+    )
 
 
 def broken_copy(folder, tmp_path, breakage: str):
     import shutil
+
     root = tmp_path / "images"
     shutil.copytree(folder, root)
     if breakage == "val lacks a class":
@@ -159,20 +186,31 @@ def broken_copy(folder, tmp_path, breakage: str):
     return root
 
 
-@pytest.mark.parametrize("breakage,words", [
-    ("val lacks a class", ["val lacks class folder(s) class1", "matched by name"]),
-    ("train lacks a class", ["train lacks class folder(s) class2"]),
-    ("empty class", ["class0 holds no image file"]),
-    ("truncated png", ["7.png is not a readable image", "truncated"]),
-    ("not an image", ["notes.png is not a readable image"]),
-])
+@pytest.mark.parametrize(
+    "breakage,words",
+    [
+        ("val lacks a class", ["val lacks class folder(s) class1", "matched by name"]),
+        ("train lacks a class", ["train lacks class folder(s) class2"]),
+        ("empty class", ["class0 holds no image file"]),
+        ("truncated png", ["7.png is not a readable image", "truncated"]),
+        ("not an image", ["notes.png is not a readable image"]),
+    ],
+)
 def test_a_broken_image_folder_is_a_one_line_error_before_training(folder, tmp_path, breakage, words):
     from cli import assert_one_line_error, run_cli
+
     root = broken_copy(folder, tmp_path, breakage)
     config = tmp_path / "tiny.yaml"
     config.write_text(STUDY.format(data=root, workers=0))
-    result = run_cli("--config", str(config), "--out", str(tmp_path / "out"), "--plots", str(tmp_path / "plots"),
-                     env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    result = run_cli(
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "out"),
+        "--plots",
+        str(tmp_path / "plots"),
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert_one_line_error(result, *words)
     assert not (tmp_path / "out" / "tiny" / "runs").exists() or not any((tmp_path / "out" / "tiny" / "runs").iterdir())
@@ -182,6 +220,7 @@ def test_val_labels_follow_train_class_names(folder):
     """Labels are numbered by train/'s class names in both splits."""
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.data.image_folder import ImageFolderDataModule
+
     module = ImageFolderDataModule(TrainConfig(dataset="imagefolder", data_dir=str(folder)), 0)
     train, val = module.train_set.dataset, module.val_set.dataset
     assert train.class_to_idx == val.class_to_idx == {"class0": 0, "class1": 1, "class2": 2}

@@ -21,7 +21,8 @@ def module_name(path: Path) -> str:
 def is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
@@ -51,7 +52,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 base = child.module or ""
                 if child.level:
                     anchor = package.split(".")
-                    anchor = anchor[:len(anchor) - (child.level - 1)]
+                    anchor = anchor[: len(anchor) - (child.level - 1)]
                     base = ".".join(anchor + ([base] if base else []))
                 for alias in child.names:  # `from pkg import submodule` imports the submodule
                     hit = resolve(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else resolve(base)
@@ -163,14 +164,21 @@ print(json.dumps(out))
 """
     home = tmp_path / "home"
     home.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
-           "CONVNEXT_ROADMAP_CACHE": str(home / "pointwise.json"), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env=env)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "CONVNEXT_ROADMAP_CACHE": str(home / "pointwise.json"),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counted = json.loads(result.stdout.strip().splitlines()[-1])
     from convnext_steps import list_steps
     from convnext_steps.complexity import gmacs_at_224
+
     for step in list_steps():
         assert counted[step.slug] == gmacs_at_224(step), step.slug  # our convention, exactly
         # Table 10 to its rounding (ConvNeXt-T: 4.46 counted, 4.49 printed, docs/roadmap.md)
@@ -184,8 +192,9 @@ def test_the_record_schema_is_documented_field_by_field():
     from dataclasses import fields
 
     from convnext_roadmap.store.record import _NOT_WRITTEN, Record
+
     text = (ROOT / "docs" / "records.md").read_text()
-    table = text[text.index("## The record schema"):text.index("## Studies side by side")]
+    table = text[text.index("## The record schema") : text.index("## Studies side by side")]
     documented = {name for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for name in re.findall(r"`(\w+)`", cell)}
     written = {f.name for f in fields(Record)} - set(_NOT_WRITTEN)
     assert documented == written, (written - documented, documented - written)

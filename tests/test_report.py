@@ -26,17 +26,44 @@ from convnext_roadmap.report.summary import study_steps
 from convnext_steps import derive_step, get_step, list_steps
 
 STEPS = list_steps()
-FAILED = "layer_norm"     # both seeds failed
-MISSING = "kernel_11"     # never run
-PARTIAL = "gelu"          # seed 0 done, seed 1 failed
+FAILED = "layer_norm"  # both seeds failed
+MISSING = "kernel_11"  # never run
+PARTIAL = "gelu"  # seed 0 done, seed 1 failed
 
 CSV_COLUMNS = [
-    "order", "step", "step_index", "label", "phase", "parent", "sweep", "reference", "status", "n_seeds",
-    "top1_mean", "top1_std", "top5_mean", "top5_std",
-    "delta_vs_parent", "delta_vs_parent_ci_low", "delta_vs_parent_ci_high",
-    "delta_vs_parent_boot_low", "delta_vs_parent_boot_high", "prob_improvement_vs_parent", "resolved",
-    "n_pairs", "params_m", "width_mult", "gmacs_train_res", "gmacs_224", "train_throughput", "eval_throughput",
-    "wall_time_s", "paper_top1", "paper_top1_std", "paper_gflops", "paper_delta_vs_parent",
+    "order",
+    "step",
+    "step_index",
+    "label",
+    "phase",
+    "parent",
+    "sweep",
+    "reference",
+    "status",
+    "n_seeds",
+    "top1_mean",
+    "top1_std",
+    "top5_mean",
+    "top5_std",
+    "delta_vs_parent",
+    "delta_vs_parent_ci_low",
+    "delta_vs_parent_ci_high",
+    "delta_vs_parent_boot_low",
+    "delta_vs_parent_boot_high",
+    "prob_improvement_vs_parent",
+    "resolved",
+    "n_pairs",
+    "params_m",
+    "width_mult",
+    "gmacs_train_res",
+    "gmacs_224",
+    "train_throughput",
+    "eval_throughput",
+    "wall_time_s",
+    "paper_top1",
+    "paper_top1_std",
+    "paper_gflops",
+    "paper_delta_vs_parent",
 ]
 
 
@@ -79,8 +106,9 @@ def test_paired_statistics_match_scipy_on_known_inputs():
     assert d.prob_improvement == pytest.approx(wins / 36) == prob_improvement(x, y)
     few = paired_delta({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.5})
     assert few.n == 2 and math.isnan(few.boot_low)  # fewer than 5 pairs: no bootstrap
-    assert (few.ci_low, few.ci_high) == tuple(pytest.approx(v) for v in
-                                              stats.ttest_rel([1.0, 2.0], [0.0, 0.5]).confidence_interval())
+    assert (few.ci_low, few.ci_high) == tuple(
+        pytest.approx(v) for v in stats.ttest_rel([1.0, 2.0], [0.0, 0.5]).confidence_interval()
+    )
     one = paired_delta({0: 1.0}, {0: 0.0})
     assert one.mean == 1.0 and math.isnan(one.ci_low) and one.resolved is None
     # seeds to resolve: the smallest n with t(n-1) sd / sqrt(n) < delta
@@ -112,8 +140,8 @@ def test_csv_schema_status_and_seed_counts(study: Path):
 
 def test_deltas_are_paired_against_the_declared_parent(study: Path):
     frame = summarize(load_records(study), study_steps(study, [])).set_index("step")
-    a = [fake_top1(2, 0), fake_top1(2, 1)]     # patchify_stem
-    b = [fake_top1(1, 0), fake_top1(1, 1)]     # its parent, stage_ratio
+    a = [fake_top1(2, 0), fake_top1(2, 1)]  # patchify_stem
+    b = [fake_top1(1, 0), fake_top1(1, 1)]  # its parent, stage_ratio
     row = frame.loc["patchify_stem"]
     assert row["top1_mean"] == pytest.approx(np.mean(a))
     assert row["top1_std"] == pytest.approx(np.std(a, ddof=1))
@@ -127,7 +155,8 @@ def test_deltas_are_paired_against_the_declared_parent(study: Path):
     # Sweep branches compare against move_up_dwconv; the chain resumes from kernel_7.
     assert frame.loc["kernel_9", "parent"] == "move_up_dwconv" and frame.loc["kernel_9", "sweep"]
     assert frame.loc["kernel_9", "delta_vs_parent"] == pytest.approx(
-        frame.loc["kernel_9", "top1_mean"] - frame.loc["move_up_dwconv", "top1_mean"])
+        frame.loc["kernel_9", "top1_mean"] - frame.loc["move_up_dwconv", "top1_mean"]
+    )
     assert frame.loc["gelu", "parent"] == "kernel_7"
     # One seed (gelu) or a parent without results (convnext_t -> failed layer_norm): no interval.
     assert frame.loc["gelu", "n_pairs"] == 1 and math.isnan(frame.loc["gelu", "delta_vs_parent_ci_low"])
@@ -222,7 +251,16 @@ def test_the_description_line_counts_epochs_in_words():
     from helpers import record
 
     from convnext_roadmap.report.figures.style import study_description
-    one = {"study": "s", "dataset": "d", "resolution": 32, "epochs": 1, "width_mult": 0.25, "preset": "cpu",
-           "seed": 0, "precision": "bf16-mixed"}
+
+    one = {
+        "study": "s",
+        "dataset": "d",
+        "resolution": 32,
+        "epochs": 1,
+        "width_mult": 0.25,
+        "preset": "cpu",
+        "seed": 0,
+        "precision": "bf16-mixed",
+    }
     assert "32 px, 1 epoch, width" in study_description([record(**one)])
     assert "32 px, 2 epochs, width" in study_description([record(**{**one, "epochs": 2})])

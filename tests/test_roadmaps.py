@@ -31,8 +31,24 @@ from convnext_steps.network import GRN, LAYER_SCALE_INIT, RoadmapNet
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_roadmap.csv"
 R50, R200 = list_steps(), list_steps(roadmap="resnet200")
 # Parameters of the 16 ResNet-50 roadmap steps at width 1, as before the knobs below existed.
-R50_PARAMS = [25_557_032, 28_628_520, 28_622_120, 15_722_600, 33_760_936, 25_851_400, 25_625_416, 25_720_648,
-              25_863_496, 26_053_960, 26_292_040, 25_863_496, 25_863_496, 25_830_376, 25_837_672, 28_589_128]
+R50_PARAMS = [
+    25_557_032,
+    28_628_520,
+    28_622_120,
+    15_722_600,
+    33_760_936,
+    25_851_400,
+    25_625_416,
+    25_720_648,
+    25_863_496,
+    26_053_960,
+    26_292_040,
+    25_863_496,
+    25_863_496,
+    25_830_376,
+    25_837_672,
+    28_589_128,
+]
 
 
 def meta_model(step, **kwargs):
@@ -42,14 +58,19 @@ def meta_model(step, **kwargs):
 
 # --- the ResNet-200 roadmap ------------------------------------------------------------------
 
+
 def test_resnet200_roadmap_has_the_structure_of_the_resnet50_one():
     assert [s.slug for s in list_steps()] == [s.slug for s in R50], "resnet50 stays the default"
     slugs = [s.slug for s in R200]
     assert len(set(slugs)) == 16 and not set(slugs) & {s.slug for s in R50}
     index_200, index_50 = {s.slug: s.index for s in R200}, {s.slug: s.index for s in R50}
     for ours, theirs in zip(R200, R50):
-        assert (ours.index, ours.phase, ours.sweep, ours.roadmap) == (theirs.index, theirs.phase, theirs.sweep,
-                                                                      "resnet200")
+        assert (ours.index, ours.phase, ours.sweep, ours.roadmap) == (
+            theirs.index,
+            theirs.phase,
+            theirs.sweep,
+            "resnet200",
+        )
         assert index_200.get(ours.parent) == index_50.get(theirs.parent)
         assert ours.label == theirs.label or ours.index in (0, 4, 15)
         assert ours.paper_top1_std is None, "Table 11 gives no std"
@@ -109,8 +130,9 @@ def test_convnext_b_is_torchvisions_convnext_base():
 
 
 # Every ResNet-50 step (every kind of layer) and both ends of the ResNet-200 roadmap (big ones).
-@pytest.mark.parametrize("slug", [s.slug for s in R50] + ["resnet200", "r200_stage_ratio", "convnext_b"]
-                         + list(REFERENCES))
+@pytest.mark.parametrize(
+    "slug", [s.slug for s in R50] + ["resnet200", "r200_stage_ratio", "convnext_b"] + list(REFERENCES)
+)
 def test_a_meta_build_counts_as_a_cpu_build(slug):
     cpu, meta = build_model(slug), meta_model(slug)
     assert (count_params(meta), count_macs(meta)) == (count_params(cpu), count_macs(cpu))
@@ -128,11 +150,16 @@ def test_list_prints_the_resnet200_roadmap_with_computed_and_paper_gmacs(capsys)
 
 # --- NetSpec knobs beyond the roadmap --------------------------------------------------------
 
+
 def test_the_knobs_change_no_step_of_the_resnet50_roadmap():
     assert [count_params(meta_model(s.slug)) for s in R50] == R50_PARAMS
     defaults = NetSpec()
     assert (defaults.patch_size, defaults.grn, defaults.init, defaults.conv_bias) == (
-        4, False, "trunc_normal", "unless_batchnorm")
+        4,
+        False,
+        "trunc_normal",
+        "unless_batchnorm",
+    )
 
 
 @pytest.mark.parametrize("bad", [0, -4, 2.0, True, "4"])
@@ -211,29 +238,36 @@ def test_init_trunc_normal_or_pytorchs_default():
     assert pointwise[0].weight.std().item() == pytest.approx(0.02, rel=0.05)
     default = [m for m in theirs.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)][0]
     bound = default.weight[0].numel() ** -0.5  # kaiming-uniform(a=sqrt(5)) and its uniform bias
-    assert default.weight.abs().max() <= bound and default.weight.std().item() == pytest.approx(bound / 3**0.5,
-                                                                                               rel=0.05)
+    assert default.weight.abs().max() <= bound and default.weight.std().item() == pytest.approx(
+        bound / 3**0.5, rel=0.05
+    )
     assert default.bias.abs().max() > 0
     assert count_params(ours) == count_params(theirs)
 
 
 def test_conv_bias_authors_drops_the_1x1_and_shortcut_biases_before_separate_downsampling():
-    deltas = [count_params(meta_model(s)) - count_params(meta_model(apply_readings(s, {"conv_bias": "authors"})))
-              for s in R50]
+    deltas = [
+        count_params(meta_model(s)) - count_params(meta_model(apply_readings(s, {"conv_bias": "authors"}))) for s in R50
+    ]
     assert deltas == [0] * 13 + [33_120, 33_120 + 1_344, 0]
     stage = [(3, 128), (3, 256), (27, 512), (3, 1024)]  # ResNet-200's: same rule, its widths
-    r200 = [count_params(meta_model(s)) - count_params(meta_model(apply_readings(s, {"conv_bias": "authors"})))
-            for s in R200]
+    r200 = [
+        count_params(meta_model(s)) - count_params(meta_model(apply_readings(s, {"conv_bias": "authors"})))
+        for s in R200
+    ]
     pointwise, shortcut = sum(5 * c * d for d, c in stage), sum(c for _, c in stage[1:])
     assert r200 == [0] * 13 + [pointwise, pointwise + shortcut, 0] and pointwise == 90_240
 
 
 # --- readings --------------------------------------------------------------------------------
 
+
 def test_readings_registry_lists_the_default_first():
-    assert READINGS == {"init": ("trunc_normal", "pytorch_default"),
-                        "conv_bias": ("unless_batchnorm", "authors"),
-                        "layer_scale": ("last_step", "every_step")}
+    assert READINGS == {
+        "init": ("trunc_normal", "pytorch_default"),
+        "conv_bias": ("unless_batchnorm", "authors"),
+        "layer_scale": ("last_step", "every_step"),
+    }
     step = get_step("convnext_t")
     assert apply_readings(step, {name: values[0] for name, values in READINGS.items()}) == step
     for bad in ({"nope": "x"}, {"init": "xavier"}):
@@ -269,14 +303,23 @@ def test_layer_scale_every_step():
 
 # --- Swin reference models -------------------------------------------------------------------
 
-@pytest.mark.parametrize("slug,factory,params,roadmap,top1,gflops", [
-    ("swin_t", torchvision.models.swin_t, 28_288_354, "resnet50", 81.3, 4.5),
-    ("swin_b", torchvision.models.swin_b, 87_768_224, "resnet200", 83.5, 15.4),
-])
+
+@pytest.mark.parametrize(
+    "slug,factory,params,roadmap,top1,gflops",
+    [
+        ("swin_t", torchvision.models.swin_t, 28_288_354, "resnet50", 81.3, 4.5),
+        ("swin_b", torchvision.models.swin_b, 87_768_224, "resnet200", 83.5, 15.4),
+    ],
+)
 def test_swin_is_torchvisions(slug, factory, params, roadmap, top1, gflops):
     step = REFERENCES[slug]
     assert (step.reference, step.parent, step.roadmap, step.paper_top1, step.paper_gmacs) == (
-        True, None, roadmap, top1, gflops)
+        True,
+        None,
+        roadmap,
+        top1,
+        gflops,
+    )
     theirs, ours = factory(), build_model(slug)
     assert count_params(theirs) == count_params(ours) == params
     _randomise(theirs)
@@ -305,5 +348,6 @@ def test_swin_small_image_one_channel_forward_and_backward():
     assert model.features[0][0].in_channels == 1 and model.features[0][0].out_channels == 24
     out = model(torch.randn(2, 1, 32, 32))
     out.logsumexp(1).mean().backward()
-    assert out.shape == (2, 10) and all(p.grad is not None and torch.isfinite(p.grad).all()
-                                        for p in model.parameters() if p.requires_grad)
+    assert out.shape == (2, 10) and all(
+        p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad
+    )

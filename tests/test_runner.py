@@ -42,13 +42,39 @@ def test_smoke_study_end_to_end(smoke_study):
     records = sorted((out / "smoke" / "runs").glob("*.json"))
     assert len(records) == 16
     record = json.loads(records[0].read_text())
-    for key in ("top1", "top5", "params", "gmacs_train_res", "gmacs_224", "train_throughput", "eval_throughput",
-                "wall_time_s", "config_hash", "git_commit", "versions", "device", "dataset", "preset", "pointwise"):
+    for key in (
+        "top1",
+        "top5",
+        "params",
+        "gmacs_train_res",
+        "gmacs_224",
+        "train_throughput",
+        "eval_throughput",
+        "wall_time_s",
+        "config_hash",
+        "git_commit",
+        "versions",
+        "device",
+        "dataset",
+        "preset",
+        "pointwise",
+    ):
         assert record[key] is not None, key
     table = pd.read_csv(out / "smoke" / "results.csv")
     assert len(table) == 16 and (table["status"] == "done").all()
-    measured = ["top1_mean", "top5_mean", "n_seeds", "params_m", "gmacs_train_res", "gmacs_224",
-                "train_throughput", "eval_throughput", "wall_time_s", "paper_top1", "paper_gflops"]
+    measured = [
+        "top1_mean",
+        "top5_mean",
+        "n_seeds",
+        "params_m",
+        "gmacs_train_res",
+        "gmacs_224",
+        "train_throughput",
+        "eval_throughput",
+        "wall_time_s",
+        "paper_top1",
+        "paper_gflops",
+    ]
     assert table[measured].notna().all().all()
     assert (out / "smoke" / "results.md").exists()
     for name in ("roadmap.png", "roadmap.svg", "accuracy_vs_gmacs.png", "accuracy_vs_throughput.png", "curves.png"):
@@ -90,30 +116,36 @@ def test_changed_recipe_is_a_new_run(smoke_study):
     assert "16 record(s) of other configs" in result.stdout
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--steps", "no_such_step"], ["unknown step", "resnet50"]),
-    (["--steps", "7-3"], ["empty step range"]),
-    (["--preset", "nope"], ["unknown preset", "smoke"]),
-    (["--preset", "smoke", "--epochs", "0"], ["epochs", "> 0"]),
-    (["--preset", "smoke", "--epochs", "-3"], ["epochs"]),
-    (["--preset", "smoke", "--width-mult", "-1"], ["width_mult"]),
-    (["--shard", "3/2"], ["--shard"]),
-    (["--preset", "smoke", "--batch-size", "100000"], ["batch_size", "256 images"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--steps", "no_such_step"], ["unknown step", "resnet50"]),
+        (["--steps", "7-3"], ["empty step range"]),
+        (["--preset", "nope"], ["unknown preset", "smoke"]),
+        (["--preset", "smoke", "--epochs", "0"], ["epochs", "> 0"]),
+        (["--preset", "smoke", "--epochs", "-3"], ["epochs"]),
+        (["--preset", "smoke", "--width-mult", "-1"], ["width_mult"]),
+        (["--shard", "3/2"], ["--shard"]),
+        (["--preset", "smoke", "--batch-size", "100000"], ["batch_size", "256 images"]),
+    ],
+)
 def test_bad_command_lines(args, words, tmp_path, capsys):
     assert_one_line_error(run_main(capsys, *args, "--dry-run", "--out", str(tmp_path)), *words)
 
 
-@pytest.mark.parametrize("yaml_text,words", [
-    ("name: mine\ntrain:\n  epoch: 3\n", ["unknown key 'train.epoch'", "epochs"]),
-    ("name: mine\nlearning_rate: 3\n", ["unknown key 'learning_rate'", "seeds"]),
-    ("name: mine\ntrain:\n  epochs: three\n", ["train.epochs", "int"]),
-    ("name: mine\ntrain:\n  dataset: mnist\n", ["dataset", "fashion_mnist"]),
-    ("name: mine\nseeds: [0, 0]\n", ["seeds"]),
-    ("name: [unclosed\n", ["not valid YAML"]),
-    ("- just\n- a list\n", ["mapping"]),
-    ("name: mine\ntrain:\n  train_subset: 100\n  batch_size: 256\n", ["batch_size", "100 images"]),
-])
+@pytest.mark.parametrize(
+    "yaml_text,words",
+    [
+        ("name: mine\ntrain:\n  epoch: 3\n", ["unknown key 'train.epoch'", "epochs"]),
+        ("name: mine\nlearning_rate: 3\n", ["unknown key 'learning_rate'", "seeds"]),
+        ("name: mine\ntrain:\n  epochs: three\n", ["train.epochs", "int"]),
+        ("name: mine\ntrain:\n  dataset: mnist\n", ["dataset", "fashion_mnist"]),
+        ("name: mine\nseeds: [0, 0]\n", ["seeds"]),
+        ("name: [unclosed\n", ["not valid YAML"]),
+        ("- just\n- a list\n", ["mapping"]),
+        ("name: mine\ntrain:\n  train_subset: 100\n  batch_size: 256\n", ["batch_size", "100 images"]),
+    ],
+)
 def test_bad_yaml(yaml_text, words, tmp_path, capsys):
     config = tmp_path / "study.yaml"
     config.write_text(yaml_text)
@@ -137,8 +169,12 @@ def test_user_study_layers_over_preset(tmp_path):
 def test_corrupt_data_files_are_reported(tmp_path):
     data = tmp_path / "fmnist"
     data.mkdir()
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "t10k-labels-idx1-ubyte.gz"):
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         (data / name).write_bytes(b"not gzip")
     result = run_cli("--preset", "cpu", "--steps", "0", "--data-dir", str(data), "--out", str(tmp_path / "r"))
     assert_one_line_error(result, "corrupt")
@@ -158,6 +194,7 @@ def test_corrupt_record_is_reported_and_left_alone(smoke_study, tmp_path):
 
 def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     from convnext_roadmap.train.module import RoadmapClassifier
+
     original = RoadmapClassifier.forward
 
     def nan_for_resnet(self, x):
@@ -165,7 +202,9 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
         return out * float("nan") if self.hparams["step"] == "resnet50" and self.training else out
 
     monkeypatch.setattr(RoadmapClassifier, "forward", nan_for_resnet)
-    code = runner.main(["--preset", "smoke", "--steps", "0,1", "--jobs", "1", "--out", str(tmp_path), "--plots", str(tmp_path / "p")])
+    code = runner.main(
+        ["--preset", "smoke", "--steps", "0,1", "--jobs", "1", "--out", str(tmp_path), "--plots", str(tmp_path / "p")]
+    )
     assert code == 1
     (failed_path,) = (tmp_path / "smoke" / "runs").glob("resnet50__seed0__*.json")
     failed = json.loads(failed_path.read_text())
@@ -176,17 +215,39 @@ def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "smoke" / "results.csv")
     assert table.set_index("step").loc["resnet50", "status"] == "failed"
     # Rerunning keeps the failure (a record of the experiment) and still exits non-zero.
-    assert runner.main(["--preset", "smoke", "--steps", "0,1", "--jobs", "1", "--out", str(tmp_path), "--plots",
-                        str(tmp_path / "p")]) == 1
+    assert (
+        runner.main(
+            [
+                "--preset",
+                "smoke",
+                "--steps",
+                "0,1",
+                "--jobs",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--plots",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 1
+    )
 
 
 def test_in_memory_batches_are_a_function_of_seed_epoch_and_batch():
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.data.in_memory import BatchAugment, InMemoryBatches
+
     images = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(100)
-    kwargs = dict(train=True, seed=3, resolution=32, mean=torch.tensor([0.5]), std=torch.tensor([0.5]),
-                  augment=BatchAugment(TrainConfig(crop_padding=2)))
+    kwargs = dict(
+        train=True,
+        seed=3,
+        resolution=32,
+        mean=torch.tensor([0.5]),
+        std=torch.tensor([0.5]),
+        augment=BatchAugment(TrainConfig(crop_padding=2)),
+    )
     full = list(InMemoryBatches(images, labels, 16, **kwargs))
     assert len(full) == 6 and full[0][0].shape == (16, 1, 32, 32)
     resumed = InMemoryBatches(images, labels, 16, **kwargs)
@@ -211,6 +272,7 @@ def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
     import errno
 
     import convnext_roadmap.store.files
+
     out = tmp_path / "results"
     assert runner.main(["--preset", "smoke", "--steps", "0", "--out", str(out), "--plots", str(tmp_path / "p")]) == 0
     runs = out / "smoke" / "runs"
@@ -259,6 +321,7 @@ def test_a_named_data_dir_is_used_or_refused_never_replaced(tmp_path, state):
 def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_path):
     from convnext_roadmap.study import plan
     from convnext_roadmap.train import precision
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     study = load_study("smoke")[0]
     hashes = {}
@@ -281,6 +344,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_p
 
 def test_records_say_which_precision_trained_them(tmp_path):
     from convnext_roadmap.train.precision import resolve_precision
+
     result = run_cli("--preset", "smoke", "--steps", "0", "--out", str(tmp_path / "r"), "--plots", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(next((tmp_path / "r" / "smoke" / "runs").glob("*.json")).read_text())
@@ -289,6 +353,7 @@ def test_records_say_which_precision_trained_them(tmp_path):
 
 def test_git_dirty_ignores_the_study_rewriting_its_own_records(tmp_path, monkeypatch):
     from convnext_roadmap.store import records
+
     repo = tmp_path / "repo"
     (repo / "results" / "cpu" / "runs").mkdir(parents=True)
     (repo / "plots").mkdir()
@@ -311,11 +376,13 @@ def test_compile_knob_compiles_in_place_and_keeps_checkpoint_keys():
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.study.plan import run_payload
     from convnext_roadmap.train.module import RoadmapClassifier
+
     plain = RoadmapClassifier("convnext_t", TrainConfig(width_mult=0.125), 10, 1)
     compiled = RoadmapClassifier("convnext_t", TrainConfig(width_mult=0.125, compile=True), 10, 1)
     assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(plain.state_dict())
     from convnext_steps import get_step
+
     study, step = load_study("smoke")[0], get_step("convnext_t")
     payload = run_payload(study.train, step, 0, 1, "data")
     study.train.compile = True

@@ -56,7 +56,8 @@ def test_a_defined_step_and_a_per_step_recipe_through_the_cli(tmp_path):
     assert list(table.index) == ["convnext_t", "convnext_t_bn", "convnext_t_lr"], "the study's steps, its order"
     assert table.loc["convnext_t_bn", "parent"] == "convnext_t"
     assert table.loc["convnext_t_lr", "delta_vs_parent"] == pytest.approx(
-        records["convnext_t_lr"]["top1"] - records["convnext_t"]["top1"])
+        records["convnext_t_lr"]["top1"] - records["convnext_t"]["top1"]
+    )
     assert pd.isna(table.loc["convnext_t_bn", "paper_top1"]) and table.loc["convnext_t", "paper_top1"] == 81.97
     assert (plots / "question" / "roadmap.png").stat().st_size > 1000
     # the recipe is part of the run: changing it is a new record, the others stay done
@@ -73,8 +74,10 @@ BAD_DEFINITIONS = [
     ("{slug: x, parent: convnext_t, change: {}}", ["changes nothing", "train"]),
     ("{slug: x, parent: convnext_t, change: {norm: batch, kernel_size: 7}, train: {}}", []),  # fine: norm
     ("{slug: x, parent: no_such_step, change: {norm: batch}}", ["unknown parent", "no_such_step", "convnext_t"]),
-    ("{slug: x, parent: y, change: {norm: batch}}\n  - {slug: y, parent: x, change: {norm: layer}}",
-     ["cyclic", "x -> y"]),
+    (
+        "{slug: x, parent: y, change: {norm: batch}}\n  - {slug: y, parent: x, change: {norm: layer}}",
+        ["cyclic", "x -> y"],
+    ),
     ("{slug: convnext_t, parent: layer_norm, change: {norm: batch}}", ["built-in", "convnext_t"]),
     ("{slug: x, parent: convnext_t, change: {patch_size: 64}}", ["cannot be built"]),
     ("{slug: x, parent: convnext_t, change: {grn: true, block: bottleneck}}", ["grn"]),
@@ -100,9 +103,15 @@ def test_every_invalid_definition_is_a_one_line_error_with_exit_2(tmp_path, defi
         assert word in line, line
 
 
-@pytest.mark.parametrize("steps,slugs", [("[0, 15]", ["resnet50", "convnext_t"]), ("15", ["convnext_t"]),
-                                         ("'0-2,kernel_7'", ["resnet50", "stage_ratio", "patchify_stem", "kernel_7"]),
-                                         ("[convnext_t, 0]", ["convnext_t", "resnet50"])])
+@pytest.mark.parametrize(
+    "steps,slugs",
+    [
+        ("[0, 15]", ["resnet50", "convnext_t"]),
+        ("15", ["convnext_t"]),
+        ("'0-2,kernel_7'", ["resnet50", "stage_ratio", "patchify_stem", "kernel_7"]),
+        ("[convnext_t, 0]", ["convnext_t", "resnet50"]),
+    ],
+)
 def test_steps_as_a_list_an_int_or_a_string(tmp_path, steps, slugs):
     config = tmp_path / "s.yaml"
     config.write_text(f"name: s\npreset: smoke\nsteps: {steps}\n")
@@ -112,15 +121,18 @@ def test_steps_as_a_list_an_int_or_a_string(tmp_path, steps, slugs):
 
 def test_roadmap_key_and_readings_reach_every_step(tmp_path):
     config = tmp_path / "r.yaml"
-    config.write_text("name: r\npreset: smoke\nroadmap: resnet200\nsteps: [0, 15]\n"
-                      "readings: {layer_scale: every_step, conv_bias: authors, init: pytorch_default}\n")
+    config.write_text(
+        "name: r\npreset: smoke\nroadmap: resnet200\nsteps: [0, 15]\n"
+        "readings: {layer_scale: every_step, conv_bias: authors, init: pytorch_default}\n"
+    )
     study, _ = load_study("smoke", config)
     steps = study_steps(study)
     assert [s.slug for s in steps] == ["resnet200", "convnext_b"]
     assert all(s.spec.layer_scale_init == 1e-6 and s.spec.init == "pytorch_default" for s in steps)
     default = load_study("smoke", None, {"roadmap": "resnet200", "steps": [0, 15]})[0]
-    assert {p.hash for p in study_runs(study)}.isdisjoint({p.hash for p in study_runs(default)}), \
+    assert {p.hash for p in study_runs(study)}.isdisjoint({p.hash for p in study_runs(default)}), (
         "a run's hash covers its reading"
+    )
     config.write_text("name: r\npreset: smoke\nreadings: {layer_scale: sometimes}\n")
     result = run_cli("--config", str(config), "--dry-run", "--out", str(tmp_path))
     assert result.returncode == 2 and "last_step, every_step" in result.stderr
@@ -148,8 +160,9 @@ def test_leave_one_out_reverts_one_change_each_and_micro_first_ends_at_convnext_
     final = get_step("convnext_t")
     assert loo[0].slug == "convnext_t" and len(loo) == 14
     assert all(s.parent == "convnext_t" and len(s.changed_fields) == 1 for s in loo[1:])
-    assert len({next(iter(s.changed_fields)) + str(getattr(s.spec, next(iter(s.changed_fields))))
-                for s in loo[1:]}) == 13
+    assert (
+        len({next(iter(s.changed_fields)) + str(getattr(s.spec, next(iter(s.changed_fields)))) for s in loo[1:]}) == 13
+    )
     micro = study_steps(load_study("cpu", ROOT / "ablations" / "micro_first.yaml")[0])
     assert micro[0].slug == "resnet50" and micro[-1].spec == final.spec
     assert [s.parent for s in micro[1:]] == [s.slug for s in micro[:-1]], "a chain, each step from the one before"
@@ -173,25 +186,68 @@ def test_jobs_2_trains_the_same_runs_as_jobs_1_and_auto_gives_a_lone_run_the_sam
     assert all(r["threads"] == 1 for r in records)
     assert two.stdout.count("  done:") == 6
     assert pd.read_csv(tmp_path / "two" / "smoke" / "results.csv")["n_seeds"].tolist() == [2, 2, 2]
-    one = run_cli(*common, "--jobs", "1", "--out", str(tmp_path / "one"), "--plots", str(tmp_path / "p1"),
-                  env={"OMP_NUM_THREADS": "1"})
+    one = run_cli(
+        *common,
+        "--jobs",
+        "1",
+        "--out",
+        str(tmp_path / "one"),
+        "--plots",
+        str(tmp_path / "p1"),
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    numbers = {name: {(r["step"], r["seed"]): (r["top1"], r["val_loss"], r["config_hash"])
-                      for r in records_of(tmp_path / name, "smoke")} for name in ("two", "one")}
+    numbers = {
+        name: {
+            (r["step"], r["seed"]): (r["top1"], r["val_loss"], r["config_hash"])
+            for r in records_of(tmp_path / name, "smoke")
+        }
+        for name in ("two", "one")
+    }
     assert numbers["two"] == numbers["one"], "--jobs 1 on one thread: the same runs, the same numbers"
-    alone = subprocess.run([sys.executable, str(ROOT / "runner.py"), "--preset", "smoke", "--steps", "1", "--seeds",
-                            "1", "--out", str(tmp_path / "alone"), "--no-report"], capture_output=True, text=True,
-                           timeout=600, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+    alone = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "runner.py"),
+            "--preset",
+            "smoke",
+            "--steps",
+            "1",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path / "alone"),
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
+    )
     assert alone.returncode == 0, alone.stderr[-3000:]
     (lone,) = records_of(tmp_path / "alone", "smoke")
     (same,) = [r for r in records if (r["step"], r["seed"]) == ("stage_ratio", 0)]
     assert lone["threads"] == 1
-    assert (lone["top1"], lone["val_loss"], lone["config_hash"]) == (same["top1"], same["val_loss"], same["config_hash"])
+    assert (lone["top1"], lone["val_loss"], lone["config_hash"]) == (
+        same["top1"],
+        same["val_loss"],
+        same["config_hash"],
+    )
 
 
 def test_dry_run_says_how_many_seeds_resolve_a_delta(tmp_path):
-    common = ("--preset", "smoke", "--steps", "0,1", "--seeds", "3", "--out", str(tmp_path), "--plots",
-              str(tmp_path / "p"))
+    common = (
+        "--preset",
+        "smoke",
+        "--steps",
+        "0,1",
+        "--seeds",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--plots",
+        str(tmp_path / "p"),
+    )
     assert run_cli(*common, "--jobs", "1").returncode == 0
     result = run_cli(*common, "--dry-run", "--resolve", "0.5", "2")
     assert result.returncode == 0, result.stderr
@@ -203,6 +259,7 @@ def test_explicit_jobs_keep_their_thread_share_when_one_run_is_left():
     """`--jobs 2` resumed with one run to do: one job, but on the share of the cores `--jobs 2`
     gave every run (before: every core, so other bits than the runs trained beside it)."""
     from convnext_roadmap.study.parallel import resolve_jobs
+
     share = max(1, cpu_cores() // 2)
     assert resolve_jobs("2", None, [], runs_todo=1, on_gpu=False, world_size=1) == (1, share)
     assert resolve_jobs("2", None, [], runs_todo=5, on_gpu=False, world_size=1) == (2, share)

@@ -26,13 +26,28 @@ def record_of(study_dir: Path, name: str) -> dict:
 def tracked(tmp_path_factory):
     """Steps 0 and 15 of the smoke study, 2 seeds, logged to TensorBoard and MLflow besides the CSV."""
     out = tmp_path_factory.mktemp("tools")
-    result = run_cli("--preset", "smoke", "--steps", "0,15", "--seeds", "2", "--logger", "tensorboard",
-                     "--logger", "mlflow", "--out", str(out / "r"), "--plots", str(out / "p"))
+    result = run_cli(
+        "--preset",
+        "smoke",
+        "--steps",
+        "0,15",
+        "--seeds",
+        "2",
+        "--logger",
+        "tensorboard",
+        "--logger",
+        "mlflow",
+        "--out",
+        str(out / "r"),
+        "--plots",
+        str(out / "p"),
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return out / "r", result
 
 
 # ------------------------------------------------------------------------------ trackers
+
 
 def test_trackers_write_tensorboard_events_and_an_mlflow_file_store(tracked):
     out, result = tracked
@@ -43,13 +58,17 @@ def test_trackers_write_tensorboard_events_and_an_mlflow_file_store(tracked):
     events = list((study_dir / "logs" / "tensorboard" / "resnet50__seed0" / version).glob("events.out.tfevents.*"))
     assert len(events) == 1
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
     assert {"val_top1", "val_top5", "val_loss", "train_loss_step", "lr-AdamW/pg1"} <= set(scalars), scalars
     store = study_dir / "logs" / "mlflow"
     experiments = [p.parent for p in store.glob("*/meta.yaml") if "name: smoke" in p.read_text()]
     assert len(experiments) == 1
-    runs = {(run / "tags" / "mlflow.runName").read_text(): run for run in experiments[0].iterdir()
-            if (run / "tags").is_dir()}
+    runs = {
+        (run / "tags" / "mlflow.runName").read_text(): run
+        for run in experiments[0].iterdir()
+        if (run / "tags").is_dir()
+    }
     run = runs[f"resnet50__seed0__{version}"]
     assert len(runs) == 4
     metrics = {p.relative_to(run / "metrics").as_posix() for p in (run / "metrics").rglob("*") if p.is_file()}
@@ -74,17 +93,31 @@ def test_logger_choice_is_not_part_of_the_config_hash(tracked, tmp_path):
 
 
 def test_wandb_logs_an_offline_run_under_the_study(tmp_path):
-    result = run_cli("--preset", "smoke", "--steps", "0", "--logger", "wandb", "--out", str(tmp_path / "r"),
-                     "--plots", str(tmp_path / "p"), env={"WANDB_MODE": ""})
+    result = run_cli(
+        "--preset",
+        "smoke",
+        "--steps",
+        "0",
+        "--logger",
+        "wandb",
+        "--out",
+        str(tmp_path / "r"),
+        "--plots",
+        str(tmp_path / "p"),
+        env={"WANDB_MODE": ""},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "r" / "smoke" / "logs" / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--logger", "tb"], ["logger", "'tb'", "csv, tensorboard, mlflow, wandb"]),
-    (["--set", "logger=[csv, nope]"], ["'nope'", "tensorboard"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--logger", "tb"], ["logger", "'tb'", "csv, tensorboard, mlflow, wandb"]),
+        (["--set", "logger=[csv, nope]"], ["'nope'", "tensorboard"]),
+    ],
+)
 def test_unknown_logger_is_one_line(args, words, tmp_path):
     assert_one_line_error(run_cli("--preset", "smoke", *args, "--dry-run", "--out", str(tmp_path)), *words)
 
@@ -93,14 +126,24 @@ def test_tracker_not_installed_names_the_extra(tmp_path):
     hidden = tmp_path / "hide" / "mlflow"
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'mlflow'\")\n")
-    result = run_cli("--preset", "smoke", "--steps", "0", "--logger", "mlflow", "--out", str(tmp_path / "r"),
-                     env={"PYTHONPATH": str(tmp_path / "hide")})
+    result = run_cli(
+        "--preset",
+        "smoke",
+        "--steps",
+        "0",
+        "--logger",
+        "mlflow",
+        "--out",
+        str(tmp_path / "r"),
+        env={"PYTHONPATH": str(tmp_path / "hide")},
+    )
     assert result.returncode == 2
     assert_one_line_error(result, "mlflow", "pip install -e '.[mlflow]'")
     assert not (tmp_path / "r" / "smoke" / "runs").exists(), "nothing trained"
 
 
 # ---------------------------------------------------------------------------- --set, YAML
+
 
 def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
     out, _ = tracked
@@ -117,19 +160,26 @@ def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
 
     from convnext_roadmap.config.load import load_study
     from convnext_roadmap.config.overrides import parse_set
-    study, _ = load_study("smoke", config, parse_set(["train.lr=3e-4", "seeds=[2, 3]", "train.val_subset=null",
-                                                     "train.betas=[0.9, 0.95]"]))
+
+    study, _ = load_study(
+        "smoke",
+        config,
+        parse_set(["train.lr=3e-4", "seeds=[2, 3]", "train.val_subset=null", "train.betas=[0.9, 0.95]"]),
+    )
     assert study.train.lr == 3e-4 and study.seeds == [2, 3] and study.train.betas == [0.9, 0.95]
     assert study.train.min_lr == 1e-6 and study.train.val_subset is None
 
 
-@pytest.mark.parametrize("item,words", [
-    ("train.lrr=1e-3", ["unknown key 'train.lrr'", "lr_reference_batch"]),
-    ("train.epochs=three", ["train.epochs", "int"]),
-    ("no_equals_sign", ["KEY=VALUE"]),
-    ("train..lr=1", ["KEY=VALUE"]),
-    ("seeds=[0,", ["not a YAML value"]),
-])
+@pytest.mark.parametrize(
+    "item,words",
+    [
+        ("train.lrr=1e-3", ["unknown key 'train.lrr'", "lr_reference_batch"]),
+        ("train.epochs=three", ["train.epochs", "int"]),
+        ("no_equals_sign", ["KEY=VALUE"]),
+        ("train..lr=1", ["KEY=VALUE"]),
+        ("seeds=[0,", ["not a YAML value"]),
+    ],
+)
 def test_bad_set_is_one_line(item, words, tmp_path):
     assert_one_line_error(run_cli("--preset", "smoke", "--set", item, "--dry-run", "--out", str(tmp_path)), *words)
 
@@ -140,12 +190,17 @@ def test_readme_documents_every_train_key():
     from convnext_roadmap.config.identity import NOT_IN_HASH
     from convnext_roadmap.config.schema import TrainConfig
     from convnext_roadmap.config.yaml_io import parse_yaml
+
     readme = (ROOT / "docs" / "studies.md").read_text()
     rows = re.findall(r"^\| `train\.(\w+)` \| `([^`]*)` \| (yes|no) \| (.+) \|$", readme, re.M)
     names = [name for name, *_ in rows]
     expected = [f.name for f in fields(TrainConfig)]
-    assert sorted(names) == sorted(expected), ("missing:", set(expected) - set(names),
-                                               "not a key:", set(names) - set(expected))
+    assert sorted(names) == sorted(expected), (
+        "missing:",
+        set(expected) - set(names),
+        "not a key:",
+        set(names) - set(expected),
+    )
     defaults = TrainConfig()
     for name, default, hashed, meaning in rows:
         assert parse_yaml(default) == getattr(defaults, name), (name, default)
@@ -154,6 +209,7 @@ def test_readme_documents_every_train_key():
 
 
 # ------------------------------------------------------------------------- saved weights
+
 
 def test_evaluate_reproduces_the_recorded_top1(tracked):
     out, _ = tracked
@@ -168,6 +224,7 @@ def test_evaluate_reproduces_the_recorded_top1(tracked):
 def test_weights_are_kept_per_config_and_load_run_rebuilds_the_model(tracked):
     from convnext_roadmap.train.module import RoadmapClassifier
     from convnext_roadmap.train.weights import load_run
+
     out, _ = tracked
     study_dir = out / "smoke"
     record = record_of(study_dir, "resnet50__seed0")
@@ -190,9 +247,12 @@ def test_weights_are_kept_per_config_and_load_run_rebuilds_the_model(tracked):
 def test_a_step_defined_in_a_study_is_rebuilt_from_its_saved_spec(tmp_path):
     from convnext_roadmap.train.module import RoadmapClassifier
     from convnext_roadmap.train.weights import load_run
+
     config = tmp_path / "defined.yaml"
-    config.write_text("preset: smoke\nname: defined\nsteps: [convnext_t_bn]\ndefine:\n"
-                      "  - slug: convnext_t_bn\n    parent: convnext_t\n    change: {norm: batch}\n")
+    config.write_text(
+        "preset: smoke\nname: defined\nsteps: [convnext_t_bn]\ndefine:\n"
+        "  - slug: convnext_t_bn\n    parent: convnext_t\n    change: {norm: batch}\n"
+    )
     out = tmp_path / "r"
     trained = run_cli("--config", str(config), "--out", str(out), "--plots", str(tmp_path / "p"))
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -211,18 +271,27 @@ def test_a_step_defined_in_a_study_is_rebuilt_from_its_saved_spec(tmp_path):
 
 def test_evaluate_errors_are_one_line(tracked, tmp_path, capsys):
     out, _ = tracked
-    assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--step", "3", "--out", str(out)),
-                          "no record of depthwise_conv seed 0", "resnet50 seed 0")
-    assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--step", "nope", "--out", str(out)),
-                          "unknown step")
-    assert_one_line_error(run_main(capsys, "evaluate", "--study", "nope", "--step", "0", "--out", str(out)), "no record")
+    assert_one_line_error(
+        run_main(capsys, "evaluate", "--study", "smoke", "--step", "3", "--out", str(out)),
+        "no record of depthwise_conv seed 0",
+        "resnet50 seed 0",
+    )
+    assert_one_line_error(
+        run_main(capsys, "evaluate", "--study", "smoke", "--step", "nope", "--out", str(out)), "unknown step"
+    )
+    assert_one_line_error(
+        run_main(capsys, "evaluate", "--study", "nope", "--step", "0", "--out", str(out)), "no record"
+    )
     assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--out", str(out)), "--step")
     copy = tmp_path / "smoke" / "runs"  # a record without its weights
     copy.mkdir(parents=True)
     original = record_path(out / "smoke", "resnet50__seed0")
     (copy / original.name).write_text(original.read_text())
-    assert_one_line_error(run_main(capsys, "evaluate", "--study", "smoke", "--step", "0", "--out", str(tmp_path)),
-                          "no saved weights", "retrain")
+    assert_one_line_error(
+        run_main(capsys, "evaluate", "--study", "smoke", "--step", "0", "--out", str(tmp_path)),
+        "no saved weights",
+        "retrain",
+    )
 
 
 # --------------------------------------------------------------------- ImageNet weights
@@ -231,20 +300,38 @@ PRETRAINED = ["--set", "train.pretrained=torchvision", "--width-mult", "1"]
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # refused at once
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--steps", "0,1"], ["steps 0 (resnet50) and 15 (convnext_t) only", "stage_ratio"]),
-    (["--steps", "0", "--width-mult", "0.5"], ["width_mult 1", "0.5"]),
-    (["--steps", "0", "--set", "train.pretrained=imagenet"], ["'imagenet'", "torchvision"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--steps", "0,1"], ["steps 0 (resnet50) and 15 (convnext_t) only", "stage_ratio"]),
+        (["--steps", "0", "--width-mult", "0.5"], ["width_mult 1", "0.5"]),
+        (["--steps", "0", "--set", "train.pretrained=imagenet"], ["'imagenet'", "torchvision"]),
+    ],
+)
 def test_pretrained_config_errors(args, words, tmp_path):
-    result = run_cli("--preset", "smoke", *PRETRAINED, *args, "--out", str(tmp_path / "r"),
-                     env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE})
+    result = run_cli(
+        "--preset",
+        "smoke",
+        *PRETRAINED,
+        *args,
+        "--out",
+        str(tmp_path / "r"),
+        env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE},
+    )
     assert_one_line_error(result, *words)
 
 
 def test_pretrained_weights_missing_offline_say_where_to_put_them(tmp_path):
-    result = run_cli("--preset", "smoke", *PRETRAINED, "--steps", "15", "--out", str(tmp_path / "r"),
-                     env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE})
+    result = run_cli(
+        "--preset",
+        "smoke",
+        *PRETRAINED,
+        "--steps",
+        "15",
+        "--out",
+        str(tmp_path / "r"),
+        env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE},
+    )
     assert result.returncode == 2
     assert_one_line_error(result, str(tmp_path / "torch" / "hub" / "checkpoints" / "convnext_tiny-983f1562.pth"))
     assert not (tmp_path / "r" / "smoke" / "runs").exists(), "nothing trained"
@@ -252,16 +339,28 @@ def test_pretrained_weights_missing_offline_say_where_to_put_them(tmp_path):
 
 def test_pretrained_run_starts_from_a_weights_file_in_torch_home(tmp_path):
     import torchvision
+
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(torchvision.models.resnet50().state_dict(), checkpoints / "resnet50-11ad3fa6.pth")
-    result = run_cli("--preset", "smoke", *PRETRAINED, "--steps", "0", "--out", str(tmp_path / "r"),
-                     "--plots", str(tmp_path / "p"), env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE})
+    result = run_cli(
+        "--preset",
+        "smoke",
+        *PRETRAINED,
+        "--steps",
+        "0",
+        "--out",
+        str(tmp_path / "r"),
+        "--plots",
+        str(tmp_path / "p"),
+        env={"TORCH_HOME": str(tmp_path / "torch"), **OFFLINE},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = record_of(tmp_path / "r" / "smoke", "resnet50__seed0")
     assert record["config"]["pretrained"] == "torchvision" and record["status"] == "done"
     from convnext_roadmap.config.identity import result_relevant
     from convnext_roadmap.config.load import load_study
+
     study = load_study("smoke")[0]
     assert "pretrained" not in result_relevant(study.train), "unset, it leaves earlier hashes alone"
     study.train.pretrained = "torchvision"
@@ -273,6 +372,7 @@ def test_load_pretrained_sums_the_stem_and_keeps_a_new_head():
 
     from convnext_roadmap.train.weights import load_pretrained
     from convnext_steps import build_model
+
     theirs = torchvision.models.convnext_tiny().state_dict()
     model = build_model("convnext_t", num_classes=10, in_chans=1)
     head = model.fc.weight.detach().clone()
@@ -292,16 +392,32 @@ def test_load_pretrained_sums_the_stem_and_keeps_a_new_head():
 
 # ------------------------------------------------------------------------------- compare
 
+
 def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp_path):
     out, _ = tracked
-    other = run_cli("--preset", "smoke", "--steps", "0,15", "--seeds", "2", "--set", "name=smoke_lr",
-                    "--set", "train.lr=1e-3", "--out", str(out), "--plots", str(tmp_path / "p"))
+    other = run_cli(
+        "--preset",
+        "smoke",
+        "--steps",
+        "0,15",
+        "--seeds",
+        "2",
+        "--set",
+        "name=smoke_lr",
+        "--set",
+        "train.lr=1e-3",
+        "--out",
+        str(out),
+        "--plots",
+        str(tmp_path / "p"),
+    )
     assert other.returncode == 0, other.stderr[-3000:]
     result = run_cli("compare", "smoke", "smoke_lr", "--out", str(out), "--plots", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Warning" not in result.stderr, result.stderr
     import pandas as pd
     from scipy import stats
+
     table = pd.read_csv(out / "compare_smoke_vs_smoke_lr.csv")
     assert list(table["step"]) == ["resnet50", "convnext_t"]
     assert (table["smoke_n"] == 2).all() and (table["smoke_lr_n"] == 2).all()
@@ -315,8 +431,11 @@ def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp
     assert row["smoke_lr_minus_smoke_ci95_low"] == pytest.approx(low, abs=1e-3)
     assert row["smoke_lr_minus_smoke_ci95_high"] == pytest.approx(high, abs=1e-3)
     assert row["smoke_lr_minus_smoke_p"] == pytest.approx(stats.ttest_rel(b, a).pvalue, abs=1e-4)
-    assert re.search(r"\| 15 \| convnext_t \| [\d.]+ ± [\d.]+ \(2\) \| [\d.]+ ± [\d.]+ \(2\) \| [+-][\d.]+ \[[+-][\d.]+, "
-                     r"[+-][\d.]+\] \(paired\) \|", result.stdout), result.stdout
+    assert re.search(
+        r"\| 15 \| convnext_t \| [\d.]+ ± [\d.]+ \(2\) \| [\d.]+ ± [\d.]+ \(2\) \| [+-][\d.]+ \[[+-][\d.]+, "
+        r"[+-][\d.]+\] \(paired\) \|",
+        result.stdout,
+    ), result.stdout
     assert "train.lr: smoke=0.002, smoke_lr=0.001" in result.stdout
     assert "train.lr: smoke=0.002" in (out / "compare_smoke_vs_smoke_lr.md").read_text()
     png = tmp_path / "p" / "compare_smoke_vs_smoke_lr.png"
@@ -331,11 +450,13 @@ def test_compare_pairs_by_seed_only_when_both_studies_ran_the_same_seeds():
 
     def runs(values, seeds):
         return [record(step="convnext_t", step_index=15, seed=s, top1=v) for s, v in zip(seeds, values)]
+
     a, b = [80.0, 82.0, 81.0], [80.5, 82.4, 81.7]
     paired = comparison_table({"a": runs(a, [0, 1, 2]), "b": runs(b, [0, 1, 2])}).iloc[0]
     assert paired["b_minus_a_test"] == "paired"
     assert (paired["b_minus_a_ci95_low"], paired["b_minus_a_ci95_high"]) == pytest.approx(
-        tuple(stats.ttest_rel(b, a).confidence_interval(0.95)))
+        tuple(stats.ttest_rel(b, a).confidence_interval(0.95))
+    )
     # the seeds' own spread cancels: narrower than Welch's on the same numbers
     welch_low, welch_high = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
     assert paired["b_minus_a_ci95_high"] - paired["b_minus_a_ci95_low"] < welch_high - welch_low
@@ -345,11 +466,14 @@ def test_compare_pairs_by_seed_only_when_both_studies_ran_the_same_seeds():
     assert unpaired["b_minus_a"] == pytest.approx(sum(b) / 3 - sum(a) / 3)
 
 
-@pytest.mark.parametrize("names,words", [
-    (["smoke"], ["two or more studies"]),
-    (["smoke", "smoke"], ["named twice"]),
-    (["smoke", "nope"], ["nope", "no runs/ folder"]),
-])
+@pytest.mark.parametrize(
+    "names,words",
+    [
+        (["smoke"], ["two or more studies"]),
+        (["smoke", "smoke"], ["named twice"]),
+        (["smoke", "nope"], ["nope", "no runs/ folder"]),
+    ],
+)
 def test_compare_errors_are_one_line(tracked, names, words, tmp_path, capsys):
     out, _ = tracked
     assert_one_line_error(run_main(capsys, "compare", *names, "--out", str(out), "--plots", str(tmp_path)), *words)

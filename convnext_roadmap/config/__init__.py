@@ -17,5 +17,14 @@ from .define import run_train_config, study_steps
 from .load import list_presets, load_study
 from .schema import StudyConfig, TrainConfig
 
-__all__ = ["ConfigError", "StudyConfig", "TrainConfig", "load_study", "list_presets", "study_steps",
-           "run_train_config", "fit_to_budget", "study_budgets"]
+__all__ = [
+    "ConfigError",
+    "StudyConfig",
+    "TrainConfig",
+    "load_study",
+    "list_presets",
+    "study_steps",
+    "run_train_config",
+    "fit_to_budget",
+    "study_budgets",
+]

@@ -46,8 +46,13 @@ def fit_to_budget(train: TrainConfig, epochs: int) -> TrainConfig:
     its runs keep their config hashes."""
     if epochs == train.epochs:
         return train
-    return replace(train, epochs=epochs, warmup_epochs=round(train.warmup_epochs * epochs / train.epochs, 9),
-                   val_checks_per_epoch=BUDGET_VAL_CHECKS_PER_EPOCH, curve_val_images=BUDGET_CURVE_VAL_IMAGES)
+    return replace(
+        train,
+        epochs=epochs,
+        warmup_epochs=round(train.warmup_epochs * epochs / train.epochs, 9),
+        val_checks_per_epoch=BUDGET_VAL_CHECKS_PER_EPOCH,
+        curve_val_images=BUDGET_CURVE_VAL_IMAGES,
+    )
 
 
 def study_budgets(study: StudyConfig) -> list[int]:

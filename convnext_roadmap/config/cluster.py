@@ -21,9 +21,18 @@ _TIME = re.compile(r"(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+)
 RESERVED_SBATCH = frozenset({"array", "output", "error", "signal", "requeue", "open-mode", "wrap", "parsable"})
 SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
 # sbatch options that are keys of their own here
-OWN_KEYS = {"partition": "partition", "account": "account", "qos": "qos", "time": "time", "nodes": "nodes",
-            "cpus-per-task": "cpus_per_task", "gpus-per-node": "gpus_per_node", "mem": "mem_gb",
-            "ntasks-per-node": "tasks_per_node", "job-name": "job_name"}
+OWN_KEYS = {
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "time": "time",
+    "nodes": "nodes",
+    "cpus-per-task": "cpus_per_task",
+    "gpus-per-node": "gpus_per_node",
+    "mem": "mem_gb",
+    "ntasks-per-node": "tasks_per_node",
+    "job-name": "job_name",
+}
 
 
 @dataclass
@@ -75,8 +84,9 @@ class ClusterConfig:
         if not 0 < self.pack_fraction <= 1:
             raise ConfigError(f"cluster.pack_fraction must be in (0, 1], got {self.pack_fraction}")
         if self.signal_delay_s >= 60 * time_minutes(self.time):
-            raise ConfigError(f"cluster.signal_delay_s={self.signal_delay_s} must be shorter than cluster.time "
-                              f"({self.time})")
+            raise ConfigError(
+                f"cluster.signal_delay_s={self.signal_delay_s} must be shorter than cluster.time ({self.time})"
+            )
         for name in ("partition", "account", "qos", "job_name"):
             value = getattr(self, name)
             if value is not None and (not value.strip() or any(c.isspace() for c in value)):
@@ -84,11 +94,14 @@ class ClusterConfig:
         for key in self.sbatch:
             option = key.replace("_", "-")
             if not SBATCH_KEY.fullmatch(option):
-                raise ConfigError(f"cluster.sbatch: {key!r} is not an sbatch option name (e.g. constraint, "
-                                  "exclusive, mail-type)")
+                raise ConfigError(
+                    f"cluster.sbatch: {key!r} is not an sbatch option name (e.g. constraint, exclusive, mail-type)"
+                )
             if option in RESERVED_SBATCH:
-                raise ConfigError(f"cluster.sbatch: {key!r} is set by --submit itself (the array, its logs, the "
-                                  "pre-emption signal and requeue); leave it out")
+                raise ConfigError(
+                    f"cluster.sbatch: {key!r} is set by --submit itself (the array, its logs, the "
+                    "pre-emption signal and requeue); leave it out"
+                )
             if option in OWN_KEYS:
                 raise ConfigError(f"cluster.sbatch: {key!r} has its own key: set cluster.{OWN_KEYS[option]}")
         if not all(isinstance(line, str) and "\n" not in line for line in self.setup):
@@ -106,12 +119,15 @@ class ClusterConfig:
 def time_minutes(text: str | int) -> int:
     """SLURM's time formats as whole minutes (rounded up), what submitit asks for."""
     if not isinstance(text, str):
-        raise ConfigError(f"cluster.time: {text!r} must be a quoted string such as \"04:00:00\" (YAML reads "
-                          "4:00:00 unquoted as the number 14400)")
+        raise ConfigError(
+            f'cluster.time: {text!r} must be a quoted string such as "04:00:00" (YAML reads '
+            "4:00:00 unquoted as the number 14400)"
+        )
     match = _TIME.fullmatch(text.strip())
     if not match:
-        raise ConfigError(f"cluster.time: {text!r} is not a SLURM time: give \"HH:MM:SS\", \"D-HH:MM:SS\" or "
-                          "minutes, e.g. \"04:00:00\"")
+        raise ConfigError(
+            f'cluster.time: {text!r} is not a SLURM time: give "HH:MM:SS", "D-HH:MM:SS" or minutes, e.g. "04:00:00"'
+        )
     days = int(match["days"] or 0)
     parts = [int(p) for p in (match["a"], match["b"], match["c"]) if p is not None]
     if match["days"]:  # D-HH, D-HH:MM, D-HH:MM:SS

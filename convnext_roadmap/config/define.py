@@ -35,8 +35,19 @@ if TYPE_CHECKING:
 
 DEFINE_KEYS = ("slug", "parent", "label", "change", "train", "sweep", "phase", "description")
 # A step's own recipe may change how it is trained, not what it is trained on or where.
-NOT_PER_STEP = ("dataset", "data_dir", "resolution", "train_subset", "val_subset", "synthetic_train_size",
-                "synthetic_val_size", "devices", "num_nodes", "strategy", "accelerator")
+NOT_PER_STEP = (
+    "dataset",
+    "data_dir",
+    "resolution",
+    "train_subset",
+    "val_subset",
+    "synthetic_train_size",
+    "synthetic_val_size",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "accelerator",
+)
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -55,18 +66,28 @@ def _definition(entry: Any, position: int) -> dict[str, Any]:
         raise ConfigError(f"{where}: slug {slug!r} must be lower-case letters, digits, - and _")
     if slug in builtin_slugs():
         raise ConfigError(f"{where}: slug {slug!r} is a built-in step; choose another name")
-    for key, kind in (("change", dict), ("train", dict), ("sweep", bool), ("label", str), ("phase", str),
-                      ("description", str)):
+    for key, kind in (
+        ("change", dict),
+        ("train", dict),
+        ("sweep", bool),
+        ("label", str),
+        ("phase", str),
+        ("description", str),
+    ):
         if key in entry and not isinstance(entry[key], kind):
             raise ConfigError(f"{where}.{key}: expected a {kind.__name__}, got {entry[key]!r}")
     not_here = sorted(set(entry.get("train", {})) & set(NOT_PER_STEP))
     if not_here:
-        raise ConfigError(f"{where}.train: {', '.join(not_here)} cannot differ between steps of one study; "
-                          f"a step's recipe may set any train key except {', '.join(NOT_PER_STEP)}")
+        raise ConfigError(
+            f"{where}.train: {', '.join(not_here)} cannot differ between steps of one study; "
+            f"a step's recipe may set any train key except {', '.join(NOT_PER_STEP)}"
+        )
     unknown_train = sorted(set(entry.get("train", {})) - set(TrainConfig.__dataclass_fields__))
     if unknown_train:
-        raise ConfigError(f"{where}.train: unknown key(s) {', '.join(unknown_train)}; allowed: "
-                          + ", ".join(k for k in TrainConfig.__dataclass_fields__ if k not in NOT_PER_STEP))
+        raise ConfigError(
+            f"{where}.train: unknown key(s) {', '.join(unknown_train)}; allowed: "
+            + ", ".join(k for k in TrainConfig.__dataclass_fields__ if k not in NOT_PER_STEP)
+        )
     return entry
 
 
@@ -87,20 +108,30 @@ def defined_steps(study: StudyConfig) -> dict[str, Step]:
         entry = entries[slug]
         parent_key = str(entry["parent"])
         if parent_key in chain or parent_key == slug:
-            raise ConfigError(f"define: step {slug!r} has a cyclic parent chain: "
-                              + " -> ".join((*chain, slug, parent_key)))
+            raise ConfigError(
+                f"define: step {slug!r} has a cyclic parent chain: " + " -> ".join((*chain, slug, parent_key))
+            )
         if parent_key in entries:
             parent = build(parent_key, (*chain, slug))
         else:
             try:
                 parent = get_step(parent_key, study.roadmap)
             except KeyError as error:
-                raise ConfigError(f"define: step {slug!r} has an unknown parent {parent_key!r}: {error.args[0]}; "
-                                  f"or one of the defined steps: {', '.join(entries)}") from None
+                raise ConfigError(
+                    f"define: step {slug!r} has an unknown parent {parent_key!r}: {error.args[0]}; "
+                    f"or one of the defined steps: {', '.join(entries)}"
+                ) from None
         try:
-            step = derive_step(parent, slug, entry.get("change", {}), label=entry.get("label"),
-                               phase=entry.get("phase", "defined"), train=entry.get("train", {}),
-                               sweep=entry.get("sweep", False), description=entry.get("description"))
+            step = derive_step(
+                parent,
+                slug,
+                entry.get("change", {}),
+                label=entry.get("label"),
+                phase=entry.get("phase", "defined"),
+                train=entry.get("train", {}),
+                sweep=entry.get("sweep", False),
+                description=entry.get("description"),
+            )
             check_buildable(step.spec, slug, study.train.resolution)  # at the study's image size too
         except StepError as error:
             raise ConfigError(f"define: {error}") from None
@@ -120,8 +151,9 @@ def study_steps(study: StudyConfig) -> list[Step]:
     defined = defined_steps(study)
     selection = study.steps
     if isinstance(selection, bool) or (isinstance(selection, (str, list)) and not selection):
-        raise ConfigError("steps: give 'all', an index, or slugs / indices / ranges like 0-5 (a list or a "
-                          "comma string)")
+        raise ConfigError(
+            "steps: give 'all', an index, or slugs / indices / ranges like 0-5 (a list or a comma string)"
+        )
     try:
         steps = resolve_steps(selection, study.roadmap, defined)
     except KeyError as error:

@@ -33,8 +33,9 @@ def non_default(instance: Any) -> dict[str, Any]:
             changed[f.name] = values[f.name]
             continue
         default = asdict(default) if is_dataclass(default) else default
-        if values[f.name] != (list(default) if isinstance(default, tuple) and isinstance(values[f.name], list)
-                              else default):
+        if values[f.name] != (
+            list(default) if isinstance(default, tuple) and isinstance(values[f.name], list) else default
+        ):
             changed[f.name] = values[f.name]
     return changed
 
@@ -47,5 +48,6 @@ def result_relevant(train: TrainConfig) -> dict[str, Any]:
 
 # Settings that do not change a run's numbers: where data lives, loader workers, how often
 # checkpoints are written, the hardware a run is spread over, compilation.
-NOT_IN_HASH = frozenset({"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy",
-                         "accelerator", "compile"})
+NOT_IN_HASH = frozenset(
+    {"data_dir", "num_workers", "checkpoint_every_s", "devices", "num_nodes", "strategy", "accelerator", "compile"}
+)

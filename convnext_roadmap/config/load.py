@@ -43,8 +43,9 @@ def _preset_layers(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]
     return _preset_layers(base, (*seen, name)) + [data]
 
 
-def load_study(preset: str, config_file: Path | None = None,
-               overrides: dict[str, Any] | None = None) -> tuple[StudyConfig, str]:
+def load_study(
+    preset: str, config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[StudyConfig, str]:
     """The resolved study and the preset it was layered on. A YAML file (a user's, or a
     preset that is itself a question over another, like ablations/leave_one_out.yaml) names
     its base with `preset:`; command-line overrides come last."""
@@ -64,8 +65,6 @@ def load_study(preset: str, config_file: Path | None = None,
     return study, preset
 
 
-
-
 def check_study(study: StudyConfig) -> None:
     """Every field, then every step: it resolves, builds, and has a valid recipe at every budget."""
     study.check()
@@ -74,8 +73,10 @@ def check_study(study: StudyConfig) -> None:
     for step in study_steps(study):
         check_changes_something(study, step, defined)
         if study.budgets and "epochs" in step.train:
-            raise ConfigError(f"define[{step.slug}].train.epochs: a study with budgets trains every step for "
-                              "each budget; leave epochs out of the step's recipe")
+            raise ConfigError(
+                f"define[{step.slug}].train.epochs: a study with budgets trains every step for "
+                "each budget; leave epochs out of the step's recipe"
+            )
         for budget in study_budgets(study):
             fit_to_budget(run_train_config(study, step), budget).check()
 
@@ -92,6 +93,8 @@ def check_changes_something(study: StudyConfig, step: Step, defined: dict[str, S
     mine, theirs = result_relevant(run_train_config(study, step)), result_relevant(run_train_config(study, parent))
     if mine == theirs:
         keys = ", ".join(f"train.{k}" for k in sorted(step.train))
-        raise ConfigError(f"define[{step.slug}]: changes nothing against its parent {parent.slug!r}: its recipe "
-                          f"({keys}) is what the study's recipe already trains with (a --set or preset sets the same "
-                          "values); change it, or drop the step")
+        raise ConfigError(
+            f"define[{step.slug}]: changes nothing against its parent {parent.slug!r}: its recipe "
+            f"({keys}) is what the study's recipe already trains with (a --set or preset sets the same "
+            "values); change it, or drop the step"
+        )

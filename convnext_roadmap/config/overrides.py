@@ -31,8 +31,9 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         except DuplicateKeyError as error:
             raise ConfigError(f"--set {item!r}: {str(error).split(' (lines')[0]}; keep one of them") from None
         except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: {text!r} is not a YAML value; quote it for the shell, "
-                              "e.g. --set 'seeds=[0, 1]'") from None
+            raise ConfigError(
+                f"--set {item!r}: {text!r} is not a YAML value; quote it for the shell, e.g. --set 'seeds=[0, 1]'"
+            ) from None
         for part in reversed(parts):
             value = {part.strip(): value}
         result = merge(result, value)

@@ -76,7 +76,9 @@ class TrainConfig:
     # first N of a fixed permutation); the last check, after the final optimizer step, on all of
     # it. None: every check on the whole set. Budgets other than the recipe's own set it (fit_to_budget).
     curve_val_images: int | None = None
-    precision: str = "auto"  # auto: bf16-mixed on a bf16 GPU or CPU, else 16-mixed (GPU) / 32-true; or a Lightning value
+    precision: str = (
+        "auto"  # auto: bf16-mixed on a bf16 GPU or CPU, else 16-mixed (GPU) / 32-true; or a Lightning value
+    )
     channels_last: bool = True
     # torch.compile the network (in place: checkpoints keep their keys). Pays back only over long
     # runs (benchmarks/compile_payback.py), so it is on in the GPU presets only.
@@ -93,15 +95,25 @@ class TrainConfig:
 
     def check(self) -> None:
         from ..data.registry import DATASETS
+
         if self.dataset not in DATASETS:
             raise ConfigError(f"train.dataset: {self.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
         for item in fields(self):  # nan and inf pass every comparison below: refuse them first
             value = getattr(self, item.name)
-            for number in (value if isinstance(value, list) else [value]):
+            for number in value if isinstance(value, list) else [value]:
                 if isinstance(number, float) and not math.isfinite(number):
                     raise ConfigError(f"train.{item.name} must be a finite number, got {value}")
-        positive = ("resolution", "epochs", "batch_size", "lr_reference_batch", "val_checks_per_epoch",
-                    "num_nodes", "synthetic_train_size", "synthetic_val_size", "checkpoint_every_s")
+        positive = (
+            "resolution",
+            "epochs",
+            "batch_size",
+            "lr_reference_batch",
+            "val_checks_per_epoch",
+            "num_nodes",
+            "synthetic_train_size",
+            "synthetic_val_size",
+            "checkpoint_every_s",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
@@ -123,15 +135,18 @@ class TrainConfig:
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.pretrained is not None and self.pretrained not in PRETRAINED:
-            raise ConfigError(f"train.pretrained: {self.pretrained!r} is unknown; allowed: "
-                              f"{', '.join(PRETRAINED)} or null")
+            raise ConfigError(
+                f"train.pretrained: {self.pretrained!r} is unknown; allowed: {', '.join(PRETRAINED)} or null"
+            )
         if self.crop_padding is not None and self.crop_padding < 0:
             raise ConfigError(f"train.crop_padding must be >= 0 or null, got {self.crop_padding}")
         if self.dataset == "imagefolder" and self.crop_padding not in (None, TrainConfig.crop_padding):
             # Image folders crop with RandomResizedCrop (the paper's recipe), which has no zero
             # padding: crop_padding is the in-memory data sets' knob, and their presets set it.
-            raise ConfigError(f"train.crop_padding={self.crop_padding} applies to in-memory data sets only; image "
-                              "folders crop with RandomResizedCrop: set train.crop_padding=null")
+            raise ConfigError(
+                f"train.crop_padding={self.crop_padding} applies to in-memory data sets only; image "
+                "folders crop with RandomResizedCrop: set train.crop_padding=null"
+            )
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         self.check_augmentation()
@@ -143,20 +158,27 @@ class TrainConfig:
         self.check_lightning_names()
 
     def check_augmentation(self) -> None:
-        choices = {"randaugment_impl": ("torchvision", "timm"), "random_erasing_mode": ("zeros", "pixel"),
-                   "interpolation": ("bilinear", "bicubic")}
+        choices = {
+            "randaugment_impl": ("torchvision", "timm"),
+            "random_erasing_mode": ("zeros", "pixel"),
+            "interpolation": ("bilinear", "bicubic"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"train.{name}: {getattr(self, name)!r} is unknown; allowed: {', '.join(allowed)}")
         if self.randaugment_magnitude_std < 0:
             raise ConfigError(f"train.randaugment_magnitude_std must be >= 0, got {self.randaugment_magnitude_std}")
         if self.randaugment_impl == "torchvision" and self.randaugment_magnitude_std:
-            raise ConfigError("train.randaugment_magnitude_std applies to train.randaugment_impl=timm only "
-                              "(torchvision's RandAugment has no magnitude noise)")
+            raise ConfigError(
+                "train.randaugment_magnitude_std applies to train.randaugment_impl=timm only "
+                "(torchvision's RandAugment has no magnitude noise)"
+            )
         top = 10 if self.randaugment_impl == "timm" else 30
         if not 0 <= self.randaugment_magnitude <= top:
-            raise ConfigError(f"train.randaugment_magnitude must be in [0, {top}] with randaugment_impl="
-                              f"{self.randaugment_impl}, got {self.randaugment_magnitude}")
+            raise ConfigError(
+                f"train.randaugment_magnitude must be in [0, {top}] with randaugment_impl="
+                f"{self.randaugment_impl}, got {self.randaugment_magnitude}"
+            )
         for name in ("augment_chunk", "accumulate_grad_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -171,14 +193,19 @@ class TrainConfig:
             raise ConfigError(f"train.accelerator: {self.accelerator!r} is unknown; allowed: {', '.join(accelerators)}")
         if self.strategy not in strategies:
             common = [name for name in strategies if "_" not in name]  # the registry's variants left out
-            raise ConfigError(f"train.strategy: {self.strategy!r} is unknown; allowed: {', '.join(common)} and their "
-                              "variants in Lightning's StrategyRegistry (e.g. ddp_find_unused_parameters_true)")
+            raise ConfigError(
+                f"train.strategy: {self.strategy!r} is unknown; allowed: {', '.join(common)} and their "
+                "variants in Lightning's StrategyRegistry (e.g. ddp_find_unused_parameters_true)"
+            )
         devices = self.devices.strip().rstrip(",")
         ids = devices.split(",")
-        if not (devices in ("auto", "-1") or (all(i.strip().isdigit() for i in ids) and
-                                               (len(ids) > 1 or int(ids[0]) > 0))):
-            raise ConfigError(f"train.devices: {self.devices!r} must be auto, a number of devices > 0, -1 (all) "
-                              "or a list of device indices such as 0,1")
+        if not (
+            devices in ("auto", "-1") or (all(i.strip().isdigit() for i in ids) and (len(ids) > 1 or int(ids[0]) > 0))
+        ):
+            raise ConfigError(
+                f"train.devices: {self.devices!r} must be auto, a number of devices > 0, -1 (all) "
+                "or a list of device indices such as 0,1"
+            )
 
 
 @dataclass
@@ -227,8 +254,10 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 def check_study_name(name: Any, where: str) -> None:
     """A study's name is a folder name under results/ and plots/: a plain name, never a path."""
     if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
-        raise ConfigError(f"{where}: {name!r} must be a plain name: letters, digits, - and _, not starting "
-                          "with - or _ (no dots, no path)")
+        raise ConfigError(
+            f"{where}: {name!r} must be a plain name: letters, digits, - and _, not starting "
+            "with - or _ (no dots, no path)"
+        )
 
 
 def lightning_choices() -> tuple[list[str], list[str], list[str]]:
@@ -239,6 +268,7 @@ def lightning_choices() -> tuple[list[str], list[str], list[str]]:
     )
     from pytorch_lightning.accelerators import AcceleratorRegistry
     from pytorch_lightning.strategies import StrategyRegistry
+
     precisions = ["auto", *typing.get_args(_PRECISION_INPUT_STR), *typing.get_args(_PRECISION_INPUT_STR_ALIAS)]
     accelerators = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
     return precisions, accelerators, ["auto", *StrategyRegistry.available_strategies()]
@@ -246,9 +276,16 @@ def lightning_choices() -> tuple[list[str], list[str], list[str]]:
 
 # Keys a TrainConfig once had, with the value that meant "not set": the configs kept in records
 # and checkpoints of earlier versions hold them. Layer scale is the architecture's (NetSpec).
-RETIRED = {TrainConfig: {"layer_scale_init": (None, "layer scale is part of a step's architecture now: set it "
-                                                  "with a define: step's change: {layer_scale_init: X}, or with "
-                                                  "readings: {layer_scale: every_step}")}}
+RETIRED = {
+    TrainConfig: {
+        "layer_scale_init": (
+            None,
+            "layer scale is part of a step's architecture now: set it "
+            "with a define: step's change: {layer_scale_init: X}, or with "
+            "readings: {layer_scale: every_step}",
+        )
+    }
+}
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:

@@ -56,7 +56,7 @@ class ResumableSampler(Sampler):
     def _indices(self) -> torch.Tensor:
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(derive_seed(self.seed, self.epoch)))
         per_rank = self.size // self.world
-        return order[self.rank * per_rank: (self.rank + 1) * per_rank]
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def __len__(self) -> int:
         return self.size // self.world  # the whole epoch: Lightning counts batches from the checkpoint
@@ -64,7 +64,7 @@ class ResumableSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         start, self.start_batch = self.start_batch, 0
         epoch = self.epoch
-        for index in self._indices()[start * self.batch_size:].tolist():
+        for index in self._indices()[start * self.batch_size :].tolist():
             yield index, epoch
 
     def set_epoch(self, epoch: int) -> None:
@@ -111,8 +111,10 @@ class EvenShardBatches(Sampler):
         count = even_batch_count(size, world, batch_size)
         indices = even_shard(size, rank, world)
         if len(indices) < count:
-            raise DataError(f"{size} validation images cannot be split into {count} batch(es) on each of {world} "
-                            "ranks: raise train.val_subset or train.batch_size, or use fewer devices")
+            raise DataError(
+                f"{size} validation images cannot be split into {count} batch(es) on each of {world} "
+                "ranks: raise train.val_subset or train.batch_size, or use fewer devices"
+            )
         self.batches = [chunk.tolist() for chunk in torch.tensor_split(indices, count)]
 
     def __len__(self) -> int:
@@ -161,9 +163,13 @@ class ResumableLoader(DataLoader):
 
 # ------------------------------------------------------------------------- the folder itself
 
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(Path(entry.path) for entry in os.scandir(folder)
-                  if entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS))
+    return sorted(
+        Path(entry.path)
+        for entry in os.scandir(folder)
+        if entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS)
+    )
 
 
 def image_problem(path: Path) -> str | None:
@@ -194,28 +200,36 @@ def check_image_folder(root: Path, check_files: bool = True) -> tuple[str, ...]:
     splits = {split: root / split for split in ("train", "val")}
     for split, folder in splits.items():
         if not folder.is_dir():
-            raise DataError(f"train.data_dir={str(root)!r} has no {split}/ folder; an image folder holds train/ and "
-                            "val/, each with one sub-folder of images per class (ImageNet layout); pass --data-dir")
+            raise DataError(
+                f"train.data_dir={str(root)!r} has no {split}/ folder; an image folder holds train/ and "
+                "val/, each with one sub-folder of images per class (ImageNet layout); pass --data-dir"
+            )
     classes = {split: sorted(e.name for e in os.scandir(folder) if e.is_dir()) for split, folder in splits.items()}
     if not classes["train"]:
         raise DataError(f"{splits['train']} has no class folders: put each class's images in train/<class>/")
     for split, other in (("val", "train"), ("train", "val")):
         missing = sorted(set(classes[other]) - set(classes[split]))
         if missing:
-            raise DataError(f"{splits[split]} lacks class folder(s) {', '.join(missing[:5])}"
-                            f"{' and more' if len(missing) > 5 else ''} that {other}/ has: classes are matched by "
-                            f"name, so both must hold the same ones; add them to {split}/ or remove them from {other}/")
+            raise DataError(
+                f"{splits[split]} lacks class folder(s) {', '.join(missing[:5])}"
+                f"{' and more' if len(missing) > 5 else ''} that {other}/ has: classes are matched by "
+                f"name, so both must hold the same ones; add them to {split}/ or remove them from {other}/"
+            )
     for split, folder in splits.items():
         for name in classes[split]:
             files = _image_files(folder / name)
             if not files:
-                raise DataError(f"{folder / name} holds no image file ({', '.join(IMG_EXTENSIONS[:4])}, ...): add "
-                                "its images or remove the class from train/ and val/")
+                raise DataError(
+                    f"{folder / name} holds no image file ({', '.join(IMG_EXTENSIONS[:4])}, ...): add "
+                    "its images or remove the class from train/ and val/"
+                )
             for path in files if check_files else ():
                 problem = image_problem(path)
                 if problem:
-                    raise DataError(f"{path} is not a readable image ({problem}); remove or replace it, then run "
-                                    "the same command again")
+                    raise DataError(
+                        f"{path} is not a readable image ({problem}); remove or replace it, then run "
+                        "the same command again"
+                    )
     return tuple(classes["train"])
 
 
@@ -242,8 +256,9 @@ def load_image(path: str) -> Image.Image:
         return default_loader(path)
     except (OSError, SyntaxError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"{path} is not a readable image ({reason}); remove or replace it, then run the same "
-                        "command again") from None
+        raise DataError(
+            f"{path} is not a readable image ({reason}); remove or replace it, then run the same command again"
+        ) from None
 
 
 class ClassFolders(datasets.ImageFolder):
@@ -270,16 +285,24 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.cfg, self.seed = cfg, seed
         root = Path(cfg.data_dir or "")
         if not cfg.data_dir or not (root / "train").is_dir() or not (root / "val").is_dir():
-            raise DataError(f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ "
-                            "class sub-folders (ImageNet or Imagenette layout); pass --data-dir")
+            raise DataError(
+                f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ "
+                "class sub-folders (ImageNet or Imagenette layout); pass --data-dir"
+            )
         r = cfg.resolution
         resize = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}[cfg.interpolation]
         train_ops: list[Any] = [v2.RandomResizedCrop(r, interpolation=resize, antialias=True)]
         if cfg.hflip:
             train_ops.append(v2.RandomHorizontalFlip())
         if cfg.randaugment_ops and cfg.randaugment_impl == "timm":
-            train_ops.append(TimmRandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude,
-                                             cfg.randaugment_magnitude_std, interpolation=cfg.interpolation))
+            train_ops.append(
+                TimmRandAugment(
+                    cfg.randaugment_ops,
+                    cfg.randaugment_magnitude,
+                    cfg.randaugment_magnitude_std,
+                    interpolation=cfg.interpolation,
+                )
+            )
         elif cfg.randaugment_ops:
             train_ops.append(v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude))
         train_ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -287,8 +310,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
             train_ops.append(PixelRandomErasing(cfg.random_erasing, "pixel"))
         elif cfg.random_erasing:
             train_ops.append(v2.RandomErasing(cfg.random_erasing))
-        val_ops = [v2.Resize(int(r / 0.875), interpolation=resize, antialias=True), v2.CenterCrop(r), v2.ToImage(),
-                   v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        val_ops = [
+            v2.Resize(int(r / 0.875), interpolation=resize, antialias=True),
+            v2.CenterCrop(r),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
         self.train_transform = v2.Compose(train_ops)
         classes = check_image_folder(root.resolve(), check_files=False)  # the runner checked the files before
         self.train_set = self._subset(ClassFolders(str(root / "train"), classes), cfg.train_subset)
@@ -321,16 +349,24 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def _loader_kwargs(self) -> dict[str, Any]:
         workers = self.cfg.num_workers
-        return {"batch_size": self.cfg.batch_size, "num_workers": workers, "pin_memory": torch.cuda.is_available(),
-                "persistent_workers": workers > 0}
+        return {
+            "batch_size": self.cfg.batch_size,
+            "num_workers": workers,
+            "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": workers > 0,
+        }
 
     def train_dataloader(self) -> DataLoader:
         sampler = ResumableSampler(len(self.train_set), self.cfg.batch_size, self.seed, self._shard())
         if self.resume_loader_state:
             sampler.load_state_dict(self.resume_loader_state)
             self.resume_loader_state = None
-        return ResumableLoader(SeededSamples(self.train_set, self.train_transform, self.seed), sampler=sampler,
-                               drop_last=True, **self._loader_kwargs())
+        return ResumableLoader(
+            SeededSamples(self.train_set, self.train_transform, self.seed),
+            sampler=sampler,
+            drop_last=True,
+            **self._loader_kwargs(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         """The checks during training: the whole validation set, or its curve subset."""
@@ -345,6 +381,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         rank, world = self._shard()
         if world > 1:  # every rank the same number of batches (EvenShardBatches)
             kwargs = {k: v for k, v in self._loader_kwargs().items() if k != "batch_size"}
-            return DataLoader(dataset, batch_sampler=EvenShardBatches(len(dataset), (rank, world),
-                                                                      self.cfg.batch_size), **kwargs)
+            return DataLoader(
+                dataset, batch_sampler=EvenShardBatches(len(dataset), (rank, world), self.cfg.batch_size), **kwargs
+            )
         return DataLoader(dataset, sampler=ShardSampler(len(dataset), self._shard()), **self._loader_kwargs())

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 # ------------------------------------------------------------------------- in-memory batches
 
+
 class BatchAugment:
     """Augment a uint8 batch in one go: random crop after zero padding and horizontal flip per
     sample (vectorised); torchvision's RandAugment and Random Erasing per chunk of
@@ -39,8 +40,12 @@ class BatchAugment:
         self.randaugment: Any = None
         self.timm_randaugment = None
         if cfg.randaugment_ops and cfg.randaugment_impl == "timm":
-            self.timm_randaugment = TimmRandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude,
-                                                    cfg.randaugment_magnitude_std, interpolation=cfg.interpolation)
+            self.timm_randaugment = TimmRandAugment(
+                cfg.randaugment_ops,
+                cfg.randaugment_magnitude,
+                cfg.randaugment_magnitude_std,
+                interpolation=cfg.interpolation,
+            )
         elif cfg.randaugment_ops:
             self.randaugment = v2.RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude)
         self.erasing: Any = None
@@ -127,10 +132,23 @@ class InMemoryBatches:
     (`consumed`, kept up to date by the `DeterministicResume` callback), so a run resumed from
     a mid-epoch checkpoint continues with the next batch."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
-                 seed: int, resolution: int, mean: torch.Tensor, std: torch.Tensor,
-                 augment: BatchAugment | None = None, channels_last: bool = True,
-                 shard: tuple[int, int] = (0, 1), interpolation: str = "bilinear", prefetch: bool = False) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int,
+        resolution: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        augment: BatchAugment | None = None,
+        channels_last: bool = True,
+        shard: tuple[int, int] = (0, 1),
+        interpolation: str = "bilinear",
+        prefetch: bool = False,
+    ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.resolution = resolution
@@ -155,7 +173,7 @@ class InMemoryBatches:
         if not self.train and self.world > 1:
             return even_shard(n, self.rank, self.world)
         per_rank = n // self.world if self.train else -(-n // self.world)
-        return order[self.rank * per_rank: (self.rank + 1) * per_rank]
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def __len__(self) -> int:
         if not self.train and self.world > 1:
@@ -169,7 +187,7 @@ class InMemoryBatches:
         others left them waiting in a collective), each of near-equal size."""
         if not self.train and self.world > 1:
             return list(torch.tensor_split(indices, len(self)))
-        return [indices[b * self.batch_size: (b + 1) * self.batch_size] for b in range(len(self))]
+        return [indices[b * self.batch_size : (b + 1) * self.batch_size] for b in range(len(self))]
 
     def _prepare(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if images.shape[-1] != self.resolution:
@@ -177,8 +195,12 @@ class InMemoryBatches:
             if self.resolution - images.shape[-1] == 4:
                 images = F.pad(images, (2, 2, 2, 2))
             else:
-                images = F.interpolate(images.float(), size=self.resolution, mode=self.interpolation,
-                                       antialias=True).round().clamp(0, 255).to(torch.uint8)
+                images = (
+                    F.interpolate(images.float(), size=self.resolution, mode=self.interpolation, antialias=True)
+                    .round()
+                    .clamp(0, 255)
+                    .to(torch.uint8)
+                )
         if self.augment is not None and generator is not None:
             images = self.augment(images, generator)
         x = (images.float() / 255.0 - self.mean) / self.std
@@ -219,8 +241,9 @@ def curve_indices(size: int, curve_images: int | None) -> torch.Tensor | None:
 
 
 class InMemoryDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: TrainConfig, seed: int, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 num_classes: int) -> None:
+    def __init__(
+        self, cfg: TrainConfig, seed: int, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], num_classes: int
+    ) -> None:
         super().__init__()
         self.cfg, self.seed, self.num_classes = cfg, seed, num_classes
         subset_generator = torch.Generator().manual_seed(4321)  # the same subset for every seed
@@ -259,11 +282,21 @@ class InMemoryDataModule(pl.LightningDataModule):
         images, labels = self.splits["train"]
         augment = BatchAugment(self.cfg)
         self._train_loader = InMemoryBatches(
-            images, labels, self.cfg.batch_size, train=True, seed=self.seed, resolution=self.cfg.resolution,
-            mean=self.mean, std=self.std, augment=augment, channels_last=self.cfg.channels_last,
-            shard=self._shard(), interpolation=self.cfg.interpolation,
+            images,
+            labels,
+            self.cfg.batch_size,
+            train=True,
+            seed=self.seed,
+            resolution=self.cfg.resolution,
+            mean=self.mean,
+            std=self.std,
+            augment=augment,
+            channels_last=self.cfg.channels_last,
+            shard=self._shard(),
+            interpolation=self.cfg.interpolation,
             # torchvision's transforms draw from the global RNG: never from a second thread
-            prefetch=self.prefetch and augment.randaugment is None and augment.erasing is None)
+            prefetch=self.prefetch and augment.randaugment is None and augment.erasing is None,
+        )
         if self.resume_loader_state:
             self._train_loader.load_state_dict(self.resume_loader_state)
             self.resume_loader_state = None
@@ -280,7 +313,17 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self._val_loader(*self.splits["val"])
 
     def _val_loader(self, images: torch.Tensor, labels: torch.Tensor) -> InMemoryBatches:
-        return InMemoryBatches(images, labels, max(self.cfg.batch_size, 256), train=False, seed=self.seed,
-                               resolution=self.cfg.resolution, mean=self.mean, std=self.std,
-                               channels_last=self.cfg.channels_last, shard=self._shard(),
-                               interpolation=self.cfg.interpolation, prefetch=self.prefetch)
+        return InMemoryBatches(
+            images,
+            labels,
+            max(self.cfg.batch_size, 256),
+            train=False,
+            seed=self.seed,
+            resolution=self.cfg.resolution,
+            mean=self.mean,
+            std=self.std,
+            channels_last=self.cfg.channels_last,
+            shard=self._shard(),
+            interpolation=self.cfg.interpolation,
+            prefetch=self.prefetch,
+        )

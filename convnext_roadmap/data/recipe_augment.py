@@ -98,18 +98,22 @@ OPS: dict[str, tuple[Callable | None, OpFn]] = {
     "SolarizeIncreasing": (_solarize_increasing_level, lambda img, th, fill, rs: ImageOps.solarize(img, th)),
     "SolarizeAdd": (_solarize_add_level, lambda img, add, fill, rs: _solarize_add(img, add)),
     "ColorIncreasing": (_enhance_increasing_level, lambda img, f, fill, rs: ImageEnhance.Color(img).enhance(f)),
-    "ContrastIncreasing": (_enhance_increasing_level,
-                           lambda img, f, fill, rs: ImageEnhance.Contrast(img).enhance(f)),
-    "BrightnessIncreasing": (_enhance_increasing_level,
-                             lambda img, f, fill, rs: ImageEnhance.Brightness(img).enhance(f)),
-    "SharpnessIncreasing": (_enhance_increasing_level,
-                            lambda img, f, fill, rs: ImageEnhance.Sharpness(img).enhance(f)),
+    "ContrastIncreasing": (_enhance_increasing_level, lambda img, f, fill, rs: ImageEnhance.Contrast(img).enhance(f)),
+    "BrightnessIncreasing": (
+        _enhance_increasing_level,
+        lambda img, f, fill, rs: ImageEnhance.Brightness(img).enhance(f),
+    ),
+    "SharpnessIncreasing": (_enhance_increasing_level, lambda img, f, fill, rs: ImageEnhance.Sharpness(img).enhance(f)),
     "ShearX": (_shear_level, lambda img, f, fill, rs: _affine(img, (1, f, 0, 0, 1, 0), fill, rs)),
     "ShearY": (_shear_level, lambda img, f, fill, rs: _affine(img, (1, 0, 0, f, 1, 0), fill, rs)),
-    "TranslateXRel": (_translate_rel_level,
-                      lambda img, p, fill, rs: _affine(img, (1, 0, p * img.size[0], 0, 1, 0), fill, rs)),
-    "TranslateYRel": (_translate_rel_level,
-                      lambda img, p, fill, rs: _affine(img, (1, 0, 0, 0, 1, p * img.size[1]), fill, rs)),
+    "TranslateXRel": (
+        _translate_rel_level,
+        lambda img, p, fill, rs: _affine(img, (1, 0, p * img.size[0], 0, 1, 0), fill, rs),
+    ),
+    "TranslateYRel": (
+        _translate_rel_level,
+        lambda img, p, fill, rs: _affine(img, (1, 0, 0, 0, 1, p * img.size[1]), fill, rs),
+    ),
 }
 
 
@@ -120,8 +124,15 @@ class TimmRandAugment:
     ops fill with ImageNet's mean and resample with `interpolation` (ConvNeXt: bicubic).
     Takes a PIL image (the image-folder path) or a uint8 CHW tensor (the in-memory path)."""
 
-    def __init__(self, num_ops: int = 2, magnitude: float = 9, magnitude_std: float = 0.5, prob: float = 0.5,
-                 interpolation: str = "bicubic", fill: tuple[int, ...] = IMAGENET_FILL) -> None:
+    def __init__(
+        self,
+        num_ops: int = 2,
+        magnitude: float = 9,
+        magnitude_std: float = 0.5,
+        prob: float = 0.5,
+        interpolation: str = "bicubic",
+        fill: tuple[int, ...] = IMAGENET_FILL,
+    ) -> None:
         self.num_ops, self.magnitude, self.magnitude_std, self.prob = num_ops, magnitude, magnitude_std, prob
         self.resample = PILLOW[interpolation]
         self.fill = fill
@@ -143,8 +154,9 @@ class TimmRandAugment:
             plan.append((self.names[index], max(0.0, min(magnitude, LEVEL_DENOM))))
         return plan
 
-    def apply(self, img: Image.Image, name: str, magnitude: float, generator: torch.Generator | None = None
-              ) -> Image.Image:
+    def apply(
+        self, img: Image.Image, name: str, magnitude: float, generator: torch.Generator | None = None
+    ) -> Image.Image:
         level, op = OPS[name]
         args = level(magnitude, generator) if level is not None else ()
         fill = self.fill if img.mode == "RGB" else self.fill[0]
@@ -166,6 +178,7 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
 
 def _from_pil(image: Image.Image, like: torch.Tensor) -> torch.Tensor:
     import numpy as np
+
     array = torch.from_numpy(np.asarray(image).copy())
     return (array.unsqueeze(0) if array.ndim == 2 else array.permute(2, 0, 1)).contiguous().to(like.dtype)
 
@@ -176,13 +189,15 @@ class PixelRandomErasing:
     ratio log-uniform in [0.3, 1/0.3] (10 tries to fit) is filled with N(0, 1) per pixel
     (`mode="pixel"`) or zeros (`mode="const"`)."""
 
-    def __init__(self, p: float, mode: str = "pixel", min_area: float = 0.02, max_area: float = 1 / 3,
-                 min_aspect: float = 0.3) -> None:
+    def __init__(
+        self, p: float, mode: str = "pixel", min_area: float = 0.02, max_area: float = 1 / 3, min_aspect: float = 0.3
+    ) -> None:
         self.p, self.mode, self.min_area, self.max_area = p, mode, min_area, max_area
         self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
 
-    def box(self, height: int, width: int, generator: torch.Generator | None = None
-            ) -> tuple[int, int, int, int] | None:
+    def box(
+        self, height: int, width: int, generator: torch.Generator | None = None
+    ) -> tuple[int, int, int, int] | None:
         """(top, left, h, w) of the box to erase, or None."""
         if _uniform(generator) > self.p:
             return None
@@ -200,7 +215,10 @@ class PixelRandomErasing:
         found = self.box(image.shape[-2], image.shape[-1], generator)
         if found is not None:
             top, left, h, w = found
-            patch = (torch.randn((image.shape[0], h, w), generator=generator, dtype=image.dtype)
-                     if self.mode == "pixel" else torch.zeros((image.shape[0], 1, 1), dtype=image.dtype))
-            image[:, top:top + h, left:left + w] = patch
+            patch = (
+                torch.randn((image.shape[0], h, w), generator=generator, dtype=image.dtype)
+                if self.mode == "pixel"
+                else torch.zeros((image.shape[0], 1, 1), dtype=image.dtype)
+            )
+            image[:, top : top + h, left : left + w] = patch
         return image

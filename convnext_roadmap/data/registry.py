@@ -39,6 +39,7 @@ CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "co
 
 # ---------------------------------------------------------------------------- reading files
 
+
 def _read_idx(path: Path) -> np.ndarray:
     """An IDX file (the MNIST format), gzipped or not. Not torchvision's reader
     (datasets.mnist.read_sn3_pascalvincent_tensor): it opens plain files only, and Debian's
@@ -52,12 +53,11 @@ def _read_idx(path: Path) -> np.ndarray:
         ndim = magic & 0xFF
         if magic >> 8 != 0x08 or ndim not in (1, 3):
             raise ValueError("bad magic number")
-        shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
         array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
         return array.reshape(shape)
     except (OSError, EOFError, ValueError, zlib.error) as error:
-        raise DataError(f"{path} is corrupt ({error}); delete it and reinstall or re-download "
-                        "Fashion-MNIST") from None
+        raise DataError(f"{path} is corrupt ({error}); delete it and reinstall or re-download Fashion-MNIST") from None
 
 
 def _fashion_mnist_dirs(data_dir: str | None) -> list[Path]:
@@ -86,22 +86,30 @@ def load_fashion_mnist(data_dir: str | None) -> Splits:
     $FASHION_MNIST_DIR, Debian's dataset-fashion-mnist, or torchvision's download, in that order."""
     tried = []
     for directory in _fashion_mnist_dirs(data_dir):
-        found = {split: [_find_fashion_mnist_file(directory, n) for n in names]
-                 for split, names in FASHION_MNIST_FILES.items()}
+        found = {
+            split: [_find_fashion_mnist_file(directory, n) for n in names]
+            for split, names in FASHION_MNIST_FILES.items()
+        }
         if all(all(paths) for paths in found.values()):
-            return {split: (torch.from_numpy(_read_idx(images).copy()).unsqueeze(1),
-                            torch.from_numpy(_read_idx(labels).astype(np.int64)))
-                    for split, (images, labels) in found.items()}
+            return {
+                split: (
+                    torch.from_numpy(_read_idx(images).copy()).unsqueeze(1),
+                    torch.from_numpy(_read_idx(labels).astype(np.int64)),
+                )
+                for split, (images, labels) in found.items()
+            }
         tried.append(str(directory))
     root = Path(data_dir) if data_dir else CACHE_DIR
     try:
-        splits = {split: datasets.FashionMNIST(str(root), train=split == "train", download=True)
-                  for split in ("train", "val")}
+        splits = {
+            split: datasets.FashionMNIST(str(root), train=split == "train", download=True) for split in ("train", "val")
+        }
     except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
         raise DataError(
             f"Fashion-MNIST not found (looked in {', '.join(dict.fromkeys(tried))}) and the "
             f"download into {root} failed ({type(error).__name__}); install Debian's "
-            "dataset-fashion-mnist, or put its 4 .gz files in a folder and pass --data-dir") from None
+            "dataset-fashion-mnist, or put its 4 .gz files in a folder and pass --data-dir"
+        ) from None
     return {split: (ds.data.unsqueeze(1).clone(), ds.targets.clone()) for split, ds in splits.items()}
 
 
@@ -111,19 +119,25 @@ def load_cifar(name: str, data_dir: str | None) -> Splits:
     try:
         splits = {split: cls(str(root), train=split == "train", download=True) for split in ("train", "val")}
     except Exception as error:  # noqa: BLE001
-        raise DataError(f"{name} is not in {root} and could not be downloaded ({type(error).__name__}); "
-                        f"download it with torchvision on a connected machine and pass --data-dir") from None
-    return {split: (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
-            for split, ds in splits.items()}
+        raise DataError(
+            f"{name} is not in {root} and could not be downloaded ({type(error).__name__}); "
+            f"download it with torchvision on a connected machine and pass --data-dir"
+        ) from None
+    return {
+        split: (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
+        for split, ds in splits.items()
+    }
 
 
-def make_synthetic(num_classes: int, train_size: int, val_size: int, resolution: int,
-                   seed: int = 1234) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def make_synthetic(
+    num_classes: int, train_size: int, val_size: int, resolution: int, seed: int = 1234
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """A learnable synthetic set: each class is a smooth random pattern plus noise. Used for
     smoke tests and first tries; it needs no download."""
     generator = torch.Generator().manual_seed(seed)
-    patterns = F.interpolate(torch.rand(num_classes, 3, 4, 4, generator=generator),
-                             size=resolution, mode="bilinear", align_corners=False)
+    patterns = F.interpolate(
+        torch.rand(num_classes, 3, 4, 4, generator=generator), size=resolution, mode="bilinear", align_corners=False
+    )
 
     def split(size: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.randint(0, num_classes, (size,), generator=generator)
@@ -135,8 +149,9 @@ def make_synthetic(num_classes: int, train_size: int, val_size: int, resolution:
 
 
 def load_synthetic(cfg: TrainConfig) -> Splits:
-    return make_synthetic(DATASETS["synthetic"].num_classes, cfg.synthetic_train_size, cfg.synthetic_val_size,
-                          cfg.resolution)
+    return make_synthetic(
+        DATASETS["synthetic"].num_classes, cfg.synthetic_train_size, cfg.synthetic_val_size, cfg.resolution
+    )
 
 
 @dataclass(frozen=True)
@@ -153,16 +168,40 @@ class DatasetInfo:
     load: Callable[[TrainConfig], Splits] | None = None  # in-memory data sets only
 
 
-DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
-    DatasetInfo("fashion_mnist", "Fashion-MNIST, 28x28 grey, 60k/10k", 10, 1, 60_000, True,
-                lambda cfg: load_fashion_mnist(cfg.data_dir)),
-    DatasetInfo("cifar10", "CIFAR-10, 32x32 colour, 50k/10k", 10, 3, 50_000, True,
-                lambda cfg: load_cifar("cifar10", cfg.data_dir)),
-    DatasetInfo("cifar100", "CIFAR-100, 32x32 colour, 50k/10k", 100, 3, 50_000, True,
-                lambda cfg: load_cifar("cifar100", cfg.data_dir)),
-    DatasetInfo("synthetic", "learnable synthetic patterns, no download", 10, 3, None, True, load_synthetic),
-    DatasetInfo("imagefolder", "an ImageNet-style folder: train/<class>/*, val/<class>/*", None, 3, None, False),
-]}
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in [
+        DatasetInfo(
+            "fashion_mnist",
+            "Fashion-MNIST, 28x28 grey, 60k/10k",
+            10,
+            1,
+            60_000,
+            True,
+            lambda cfg: load_fashion_mnist(cfg.data_dir),
+        ),
+        DatasetInfo(
+            "cifar10",
+            "CIFAR-10, 32x32 colour, 50k/10k",
+            10,
+            3,
+            50_000,
+            True,
+            lambda cfg: load_cifar("cifar10", cfg.data_dir),
+        ),
+        DatasetInfo(
+            "cifar100",
+            "CIFAR-100, 32x32 colour, 50k/10k",
+            100,
+            3,
+            50_000,
+            True,
+            lambda cfg: load_cifar("cifar100", cfg.data_dir),
+        ),
+        DatasetInfo("synthetic", "learnable synthetic patterns, no download", 10, 3, None, True, load_synthetic),
+        DatasetInfo("imagefolder", "an ImageNet-style folder: train/<class>/*, val/<class>/*", None, 3, None, False),
+    ]
+}
 
 
 def check_splits(name: str, splits: Splits, num_classes: int) -> Splits:
@@ -170,11 +209,15 @@ def check_splits(name: str, splits: Splits, num_classes: int) -> Splits:
     labels outside the classes, an empty split."""
     for split, (images, labels) in splits.items():
         if len(images) != len(labels) or len(labels) == 0:
-            raise DataError(f"{name} {split} split has {len(images)} images and {len(labels)} labels; the "
-                            "files do not belong together: reinstall or re-download the data set")
+            raise DataError(
+                f"{name} {split} split has {len(images)} images and {len(labels)} labels; the "
+                "files do not belong together: reinstall or re-download the data set"
+            )
         if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-            raise DataError(f"{name} {split} labels run from {int(labels.min())} to {int(labels.max())}, "
-                            f"outside the {num_classes} classes: the labels file is wrong; re-download it")
+            raise DataError(
+                f"{name} {split} labels run from {int(labels.min())} to {int(labels.max())}, "
+                f"outside the {num_classes} classes: the labels file is wrong; re-download it"
+            )
     return splits
 
 
@@ -245,8 +288,9 @@ def folder_fingerprint(root: Path) -> str:
         for split in ("train", "val"):
             for directory, subdirs, files in sorted(os.walk(root / split)):
                 stat = os.stat(directory)
-                state.update(f"{Path(directory).relative_to(root)}:{stat.st_mtime_ns}:{len(subdirs)}:"
-                             f"{len(files)};".encode())
+                state.update(
+                    f"{Path(directory).relative_to(root)}:{stat.st_mtime_ns}:{len(subdirs)}:{len(files)};".encode()
+                )
     except OSError:
         return _folder_digest(root)
     cached = CACHE_DIR / "folder-fingerprints" / f"{state.hexdigest()[:24]}.txt"
@@ -259,6 +303,7 @@ def folder_fingerprint(root: Path) -> str:
     value = _folder_digest(root)
     try:
         from ..store.files import atomic_write_text
+
         atomic_write_text(cached, value + "\n")
     except OSError:  # no writable cache: computed again next time
         pass
@@ -288,8 +333,10 @@ def describe(cfg: TrainConfig) -> DataFacts:
     if cfg.dataset == "imagefolder":
         root = Path(cfg.data_dir or "") / "train"
         if not cfg.data_dir or not root.is_dir():
-            raise DataError(f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ class "
-                            "sub-folders (ImageNet or Imagenette layout); pass --data-dir")
+            raise DataError(
+                f"train.data_dir={cfg.data_dir!r} must be a folder with train/ and val/ class "
+                "sub-folders (ImageNet or Imagenette layout); pass --data-dir"
+            )
         class_dirs = [d for d in os.scandir(root) if d.is_dir()]
         classes = len(class_dirs)
         images = sum(1 for d in class_dirs for f in os.scandir(d.path) if f.is_file())

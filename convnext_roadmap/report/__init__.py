@@ -44,9 +44,23 @@ from .summary import (
 )
 from .tables import markdown_table, write_tables
 
-__all__ = ["SUMMARY_COLUMNS", "RUN_COLUMNS", "FIGURE_NAMES", "load_records", "study_steps", "summarize",
-           "summary_line", "seed_guidance", "runs_table", "markdown_table", "write_tables", "draw_figures", "paired_delta",
-           "prob_improvement", "seeds_to_resolve"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "RUN_COLUMNS",
+    "FIGURE_NAMES",
+    "load_records",
+    "study_steps",
+    "summarize",
+    "summary_line",
+    "seed_guidance",
+    "runs_table",
+    "markdown_table",
+    "write_tables",
+    "draw_figures",
+    "paired_delta",
+    "prob_improvement",
+    "seeds_to_resolve",
+]
 
 FIGURE_NAMES = ("roadmap.png", "roadmap.svg", "accuracy_vs_gmacs.png", "accuracy_vs_throughput.png", "curves.png")
 
@@ -80,8 +94,9 @@ def draw_figures(study_dir: Path, plots_dir: Path) -> list[Path]:
         for budget in budgets:
             part = frame[frame["budget_epochs"] == budget].reset_index(drop=True)
             suffix = "" if len(budgets) == 1 else f"_{budget}ep"
-            written += _budget_figures(study_dir, plots_dir, part, [r for r in records if r.budget == budget],
-                                       suffix, len(budgets) > 1)
+            written += _budget_figures(
+                study_dir, plots_dir, part, [r for r in records if r.budget == budget], suffix, len(budgets) > 1
+            )
         if len(budgets) > 1:
             title = figure_title(study_dir, frame[frame["budget_epochs"] == budgets[0]])
             fig = draw_budget(frame, budget_table(records, steps, frame), title, study_description(records))
@@ -89,8 +104,9 @@ def draw_figures(study_dir: Path, plots_dir: Path) -> list[Path]:
     return written
 
 
-def _budget_figures(study_dir: Path, plots_dir: Path, frame: pd.DataFrame, records: list, suffix: str,
-                    several: bool) -> list[Path]:
+def _budget_figures(
+    study_dir: Path, plots_dir: Path, frame: pd.DataFrame, records: list, suffix: str, several: bool
+) -> list[Path]:
     """The figures of one budget of a study."""
     subtitle = study_description(records)
     title = figure_title(study_dir, frame)
@@ -103,11 +119,23 @@ def _budget_figures(study_dir: Path, plots_dir: Path, frame: pd.DataFrame, recor
     if not (frame["status"] == "done").any():
         return written
     for xcol, xlabel, name, heading in (
-            ("gmacs_224", "GMACs at 224 × 224 px, width ×1 (multiply-adds, ×10⁹)", "accuracy_vs_gmacs", "Accuracy vs compute"),
-            ("train_throughput", "measured training throughput (images / s)", "accuracy_vs_throughput",
-             "Accuracy vs training speed")):
+        (
+            "gmacs_224",
+            "GMACs at 224 × 224 px, width ×1 (multiply-adds, ×10⁹)",
+            "accuracy_vs_gmacs",
+            "Accuracy vs compute",
+        ),
+        (
+            "train_throughput",
+            "measured training throughput (images / s)",
+            "accuracy_vs_throughput",
+            "Accuracy vs training speed",
+        ),
+    ):
         if frame.loc[frame["status"] == "done", xcol].notna().any():
-            written.append(save(draw_scatter(frame, xcol, xlabel, heading, subtitle), plots_dir / f"{name}{suffix}.png"))
+            written.append(
+                save(draw_scatter(frame, xcol, xlabel, heading, subtitle), plots_dir / f"{name}{suffix}.png")
+            )
     curves: dict[str, pd.Series] = {}
     for slug in frame.loc[frame["status"] == "done", "step"]:
         per_seed = []

@@ -25,10 +25,27 @@ from .summary import comparison_parent
 
 # The columns of budget.csv, in order: `kind` says which of the two kinds of row it is.
 BUDGET_COLUMNS: list[str] = [
-    "kind", "budget_epochs", "from_budget_epochs", "step", "step_index", "label", "parent",
-    "delta_from", "delta_to", "delta_change", "delta_change_ci_low", "delta_change_ci_high", "resolved", "n_pairs",
+    "kind",
+    "budget_epochs",
+    "from_budget_epochs",
+    "step",
+    "step_index",
+    "label",
+    "parent",
+    "delta_from",
+    "delta_to",
+    "delta_change",
+    "delta_change_ci_low",
+    "delta_change_ci_high",
+    "resolved",
+    "n_pairs",
     "paper_delta_vs_parent",
-    "n_changes", "with_paper_sign", "resolved_with_paper_sign", "spearman_rho", "spearman_ci_low", "spearman_ci_high",
+    "n_changes",
+    "with_paper_sign",
+    "resolved_with_paper_sign",
+    "spearman_rho",
+    "spearman_ci_low",
+    "spearman_ci_high",
 ]
 
 
@@ -64,21 +81,33 @@ def delta_changes(records: list[Record], steps: list[dict]) -> pd.DataFrame:
             continue
         parent = comparison_parent(step, steps)
         first = deltas[(slug, budgets[0])]
-        paper_delta = (paper[slug] - paper[parent]) if paper.get(slug) is not None and paper.get(parent) is not None \
-            else math.nan
+        paper_delta = (
+            (paper[slug] - paper[parent]) if paper.get(slug) is not None and paper.get(parent) is not None else math.nan
+        )
         for b in budgets[1:]:
             later = deltas[(slug, b)]
             seeds = sorted(set(first) & set(later))
             d = [later[s] - first[s] for s in seeds]
             low, high = t_interval(d)
-            rows.append({
-                "kind": "change", "budget_epochs": b, "from_budget_epochs": budgets[0], "step": slug,
-                "step_index": step.get("index"), "label": labels[slug], "parent": parent,
-                "delta_from": float(np.mean(list(first.values()))) if first else math.nan,
-                "delta_to": float(np.mean(list(later.values()))) if later else math.nan,
-                "delta_change": float(np.mean(d)) if d else math.nan, "delta_change_ci_low": low,
-                "delta_change_ci_high": high, "resolved": None if math.isnan(low) else bool(low > 0 or high < 0),
-                "n_pairs": len(seeds), "paper_delta_vs_parent": paper_delta})
+            rows.append(
+                {
+                    "kind": "change",
+                    "budget_epochs": b,
+                    "from_budget_epochs": budgets[0],
+                    "step": slug,
+                    "step_index": step.get("index"),
+                    "label": labels[slug],
+                    "parent": parent,
+                    "delta_from": float(np.mean(list(first.values()))) if first else math.nan,
+                    "delta_to": float(np.mean(list(later.values()))) if later else math.nan,
+                    "delta_change": float(np.mean(d)) if d else math.nan,
+                    "delta_change_ci_low": low,
+                    "delta_change_ci_high": high,
+                    "resolved": None if math.isnan(low) else bool(low > 0 or high < 0),
+                    "n_pairs": len(seeds),
+                    "paper_delta_vs_parent": paper_delta,
+                }
+            )
     return pd.DataFrame(rows, columns=BUDGET_COLUMNS)
 
 
@@ -97,9 +126,16 @@ def spearman_interval(measured: np.ndarray, paper: np.ndarray, seed: int = 0) ->
             value = stats.spearmanr(x, y).statistic
         return 0.0 if not np.isfinite(value) else float(value)
 
-    result = stats.bootstrap((measured, paper), statistic, paired=True, vectorized=False, method="percentile",
-                             confidence_level=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES,
-                             rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (measured, paper),
+        statistic,
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        confidence_level=CONFIDENCE,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        rng=np.random.default_rng(seed),
+    )
     return rho, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -114,9 +150,18 @@ def paper_agreement(frame: pd.DataFrame) -> pd.DataFrame:
         same = np.sign(measured) == np.sign(paper)
         resolved = both["resolved"].fillna(False).astype(bool).to_numpy()
         rho, low, high = spearman_interval(measured, paper)
-        rows.append({"kind": "agreement", "budget_epochs": int(budget), "n_changes": len(both),
-                     "with_paper_sign": int(same.sum()), "resolved_with_paper_sign": int((same & resolved).sum()),
-                     "spearman_rho": rho, "spearman_ci_low": low, "spearman_ci_high": high})
+        rows.append(
+            {
+                "kind": "agreement",
+                "budget_epochs": int(budget),
+                "n_changes": len(both),
+                "with_paper_sign": int(same.sum()),
+                "resolved_with_paper_sign": int((same & resolved).sum()),
+                "spearman_rho": rho,
+                "spearman_ci_low": low,
+                "spearman_ci_high": high,
+            }
+        )
     return pd.DataFrame(rows, columns=BUDGET_COLUMNS)
 
 
@@ -124,6 +169,14 @@ def budget_table(records: list[Record], steps: list[dict], frame: pd.DataFrame) 
     """budget.csv: the change rows, then the agreement rows."""
     parts = [part for part in (delta_changes(records, steps), paper_agreement(frame)) if not part.empty]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=BUDGET_COLUMNS)
-    return table.astype({"budget_epochs": "Int64", "from_budget_epochs": "Int64", "step_index": "Int64",
-                         "n_pairs": "Int64", "n_changes": "Int64", "with_paper_sign": "Int64",
-                         "resolved_with_paper_sign": "Int64"})
+    return table.astype(
+        {
+            "budget_epochs": "Int64",
+            "from_budget_epochs": "Int64",
+            "step_index": "Int64",
+            "n_pairs": "Int64",
+            "n_changes": "Int64",
+            "with_paper_sign": "Int64",
+            "resolved_with_paper_sign": "Int64",
+        }
+    )

@@ -92,10 +92,16 @@ def comparison_table(records: dict[str, list[Record]]) -> pd.DataFrame:
     several = len({budget for _, budget in steps}) > 1
     rows = []
     for (slug, budget), (index, label) in sorted(steps.items(), key=lambda item: (item[1][0], item[0][0], item[0][1])):
-        row: dict[str, Any] = {"step_index": index, "step": slug, "budget_epochs": budget,
-                               "label": label + (f" ({budget} ep)" if several else "")}
-        top1 = {name: {int(r.seed): float(r.top1) for r in recs if r.step == slug and r.budget == budget}
-                for name, recs in records.items()}
+        row: dict[str, Any] = {
+            "step_index": index,
+            "step": slug,
+            "budget_epochs": budget,
+            "label": label + (f" ({budget} ep)" if several else ""),
+        }
+        top1 = {
+            name: {int(r.seed): float(r.top1) for r in recs if r.step == slug and r.budget == budget}
+            for name, recs in records.items()
+        }
         deltas = {name: _parent_deltas(recs, slug, budget) for name, recs in records.items()}
         for name in names:
             values = list(top1[name].values())
@@ -147,8 +153,9 @@ def config_differences(records: dict[str, list[Record]]) -> list[str]:
         per_study = {name: _values(recs, get) for name, recs in records.items()}
         distinct = {repr(v) for values in per_study.values() for v in values}
         if len(distinct) > 1:
-            shown = ", ".join(f"{name}={' | '.join(_fmt_value(v) for v in values)}"
-                              for name, values in per_study.items())
+            shown = ", ".join(
+                f"{name}={' | '.join(_fmt_value(v) for v in values)}" for name, values in per_study.items()
+            )
             lines.append(f"{label}: {shown}")
     return lines
 
@@ -164,9 +171,13 @@ def _fmt(value: float, spec: str = ".2f", signed: bool = False) -> str:
 
 
 def markdown(table: pd.DataFrame, names: list[str]) -> str:
-    header = ["#", "step"] + [f"{n} top-1 % ± std (n)" for n in names] + \
-             [f"{n} − {names[0]} [95% CI]" for n in names[1:]] + [f"Δ parent in {n}" for n in names] + \
-             [f"Δ in {n} − Δ in {names[0]} [95% CI]" for n in names[1:]]
+    header = (
+        ["#", "step"]
+        + [f"{n} top-1 % ± std (n)" for n in names]
+        + [f"{n} − {names[0]} [95% CI]" for n in names[1:]]
+        + [f"Δ parent in {n}" for n in names]
+        + [f"Δ in {n} − Δ in {names[0]} [95% CI]" for n in names[1:]]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["--:", ":--"] + ["--:"] * (len(header) - 2)) + "|"]
     for _, row in table.iterrows():
         cells = [str(int(row["step_index"])) if row["step_index"] < 10**6 else "", row["step"]]
@@ -180,8 +191,11 @@ def markdown(table: pd.DataFrame, names: list[str]) -> str:
             cells.append(_difference_cell(row, f"{n}_minus_{names[0]}"))
         for n in names:
             parent = row[f"{n}_parent"]
-            cells.append("—" if not isinstance(parent, str) else f"{_fmt(row[f'{n}_delta_vs_parent'], signed=True)} "
-                         f"(vs {parent})")
+            cells.append(
+                "—"
+                if not isinstance(parent, str)
+                else f"{_fmt(row[f'{n}_delta_vs_parent'], signed=True)} (vs {parent})"
+            )
         for n in names[1:]:
             cells.append(_difference_cell(row, f"{n}_minus_{names[0]}_delta"))
         lines.append("| " + " | ".join(cells) + " |")
@@ -189,8 +203,11 @@ def markdown(table: pd.DataFrame, names: list[str]) -> str:
 
 
 def _difference_cell(row: pd.Series, key: str) -> str:
-    interval = ("" if math.isnan(row[f"{key}_ci95_low"]) else
-                f" [{_fmt(row[f'{key}_ci95_low'], signed=True)}, {_fmt(row[f'{key}_ci95_high'], signed=True)}]")
+    interval = (
+        ""
+        if math.isnan(row[f"{key}_ci95_low"])
+        else f" [{_fmt(row[f'{key}_ci95_low'], signed=True)}, {_fmt(row[f'{key}_ci95_high'], signed=True)}]"
+    )
     test = f" ({row[f'{key}_test']})" if interval else ""
     return _fmt(row[key], signed=True) + interval + test
 
@@ -213,8 +230,16 @@ def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Pa
         mean = table[f"{name}_top1_mean"].to_numpy(float)
         ci = np.nan_to_num(table[f"{name}_top1_ci95"].to_numpy(float))
         n = table[f"{name}_n"].to_numpy(int)
-        top.errorbar(x + offset, mean, yerr=ci, fmt="o", color=COLORS[i % len(COLORS)], capsize=4, ms=6,
-                     label=f"{name} (n = {', '.join(map(str, sorted(set(n[n > 0]))))} seeds)")
+        top.errorbar(
+            x + offset,
+            mean,
+            yerr=ci,
+            fmt="o",
+            color=COLORS[i % len(COLORS)],
+            capsize=4,
+            ms=6,
+            label=f"{name} (n = {', '.join(map(str, sorted(set(n[n > 0]))))} seeds)",
+        )
     low_y, high_y = top.get_ylim()
     top.set_ylim(max(low_y, 0.0), min(high_y, 100.5))  # a mean's interval may reach past 0-100%
     top.set_ylabel("top-1 % (mean, 95% CI)")
@@ -230,15 +255,33 @@ def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Pa
         bottom.errorbar(x + offset, delta, yerr=err, fmt="none", ecolor=color, capsize=4)
         excludes = (low > 0) | (high < 0)
         if excludes.any():
-            bottom.scatter((x + offset)[excludes], delta[excludes], color=color, s=40, zorder=3,
-                           label=f"{name} − {names[0]}: 95% CI excludes 0")
+            bottom.scatter(
+                (x + offset)[excludes],
+                delta[excludes],
+                color=color,
+                s=40,
+                zorder=3,
+                label=f"{name} − {names[0]}: 95% CI excludes 0",
+            )
         if (~excludes).any():
-            bottom.scatter((x + offset)[~excludes], delta[~excludes], facecolors="white", edgecolors=color, s=40,
-                           zorder=3, label=f"{name} − {names[0]}: CI includes 0 (or n < 2)")
+            bottom.scatter(
+                (x + offset)[~excludes],
+                delta[~excludes],
+                facecolors="white",
+                edgecolors=color,
+                s=40,
+                zorder=3,
+                label=f"{name} − {names[0]}: CI includes 0 (or n < 2)",
+            )
     bottom.axhline(0, color="#444444", lw=0.8)
-    tests = sorted({t for n in names[1:] for t, low in zip(table[f"{n}_minus_{names[0]}_test"],
-                                                             table[f"{n}_minus_{names[0]}_ci95_low"])
-                    if not math.isnan(low)}) or ["none: n < 2"]
+    tests = sorted(
+        {
+            t
+            for n in names[1:]
+            for t, low in zip(table[f"{n}_minus_{names[0]}_test"], table[f"{n}_minus_{names[0]}_ci95_low"])
+            if not math.isnan(low)
+        }
+    ) or ["none: n < 2"]
     bottom.set_ylabel(f"difference, points (95% CI, {' or '.join(tests)})")
     bottom.set_title("difference from " + names[0], loc="left", fontsize=11)
     bottom.legend(loc="best", fontsize=9, frameon=False)
@@ -276,15 +319,20 @@ def compare_studies(names: list[str], out_dir: Path, plots_dir: Path) -> tuple[p
     table = comparison_table(records)
     differences = config_differences(records)
     text = markdown(table, names)
-    about = ("configs differ in:\n" + "\n".join(f"  {line}" for line in differences)) if differences else \
-        "configs: the same train settings"
+    about = (
+        ("configs differ in:\n" + "\n".join(f"  {line}" for line in differences))
+        if differences
+        else "configs: the same train settings"
+    )
     stem = "compare_" + "_vs_".join(names)
     csv_path, md_path = Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.md"
     atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(md_path, f"# {' vs '.join(names)}\n\n{text}\n\n{about}\n")
     png = draw(table, names, differences, Path(plots_dir) / f"{stem}.png")
-    print(f"{' vs '.join(names)}: per-step top-1; differences from {names[0]} with 95% intervals, paired by "
-          "seed where both studies ran the same seeds, else Welch's\n")
+    print(
+        f"{' vs '.join(names)}: per-step top-1; differences from {names[0]} with 95% intervals, paired by "
+        "seed where both studies ran the same seeds, else Welch's\n"
+    )
     print(text)
     print(f"\n{about}")
     for path in (csv_path, md_path, png):

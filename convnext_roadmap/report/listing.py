@@ -16,10 +16,18 @@ def roadmap_table(roadmap: str = DEFAULT_ROADMAP) -> pd.DataFrame:
     for step in list_steps(roadmap):
         with torch.device("meta"):
             model = build_model(step.slug)
-        rows.append({
-            "#": step.index, "slug": step.slug, "label": step.label, "phase": step.phase,
-            "parent": step.parent or "-", "params_M": round(count_params(model) / 1e6, 2),
-            "GMACs@224": round(count_macs(model) / 1e9, 2), "paper_GFLOPs": step.paper_gmacs,
-            "paper_top1": step.paper_top1, "change": step.change,
-        })
+        rows.append(
+            {
+                "#": step.index,
+                "slug": step.slug,
+                "label": step.label,
+                "phase": step.phase,
+                "parent": step.parent or "-",
+                "params_M": round(count_params(model) / 1e6, 2),
+                "GMACs@224": round(count_macs(model) / 1e9, 2),
+                "paper_GFLOPs": step.paper_gmacs,
+                "paper_top1": step.paper_top1,
+                "change": step.change,
+            }
+        )
     return pd.DataFrame(rows)

@@ -56,8 +56,9 @@ def t_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> 
     return float(low), float(high)
 
 
-def bootstrap_interval(differences: Sequence[float], confidence: float = CONFIDENCE,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    differences: Sequence[float], confidence: float = CONFIDENCE, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean difference, from BOOTSTRAP_FROM_SEEDS pairs
     on (NaN below); seeded, so a report is reproducible."""
     d = np.asarray(differences, dtype=float)
@@ -65,8 +66,14 @@ def bootstrap_interval(differences: Sequence[float], confidence: float = CONFIDE
         return math.nan, math.nan
     if np.allclose(d, d[0], rtol=0, atol=1e-9):
         return float(d.mean()), float(d.mean())
-    result = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
-                             method="percentile", rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (d,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -84,8 +91,15 @@ def paired_delta(child: Mapping[int, float], parent: Mapping[int, float]) -> Pai
     d = [child[s] - parent[s] for s in seeds]
     low, high = t_interval(d)
     boot_low, boot_high = bootstrap_interval(d)
-    return PairedDelta(len(seeds), float(np.mean(d)) if d else math.nan, low, high, boot_low, boot_high,
-                       prob_improvement([child[s] for s in seeds], [parent[s] for s in seeds]))
+    return PairedDelta(
+        len(seeds),
+        float(np.mean(d)) if d else math.nan,
+        low,
+        high,
+        boot_low,
+        boot_high,
+        prob_improvement([child[s] for s in seeds], [parent[s] for s in seeds]),
+    )
 
 
 def seeds_to_resolve(sd: float, delta: float, confidence: float = CONFIDENCE, most: int = 1000) -> int | None:

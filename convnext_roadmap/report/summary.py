@@ -21,19 +21,66 @@ from .stats import paired_delta, seeds_to_resolve
 
 # The columns of results.csv, in order. A fixed list: other tools read the CSV by name.
 SUMMARY_COLUMNS: list[str] = [
-    "order", "step", "budget_epochs", "step_index", "label", "phase", "parent", "sweep", "reference", "status",
-    "n_seeds", "n_did_not_learn",
-    "top1_mean", "top1_std", "top5_mean", "top5_std",
-    "delta_vs_parent", "delta_vs_parent_ci_low", "delta_vs_parent_ci_high",
-    "delta_vs_parent_boot_low", "delta_vs_parent_boot_high", "prob_improvement_vs_parent", "resolved",
-    "n_pairs", "params_m", "width_mult", "gmacs_train_res", "gmacs_224", "train_throughput", "eval_throughput",
-    "wall_time_s", "paper_top1", "paper_top1_std", "paper_gflops", "paper_delta_vs_parent",
+    "order",
+    "step",
+    "budget_epochs",
+    "step_index",
+    "label",
+    "phase",
+    "parent",
+    "sweep",
+    "reference",
+    "status",
+    "n_seeds",
+    "n_did_not_learn",
+    "top1_mean",
+    "top1_std",
+    "top5_mean",
+    "top5_std",
+    "delta_vs_parent",
+    "delta_vs_parent_ci_low",
+    "delta_vs_parent_ci_high",
+    "delta_vs_parent_boot_low",
+    "delta_vs_parent_boot_high",
+    "prob_improvement_vs_parent",
+    "resolved",
+    "n_pairs",
+    "params_m",
+    "width_mult",
+    "gmacs_train_res",
+    "gmacs_224",
+    "train_throughput",
+    "eval_throughput",
+    "wall_time_s",
+    "paper_top1",
+    "paper_top1_std",
+    "paper_gflops",
+    "paper_delta_vs_parent",
 ]
 # The columns of runs.csv: one row per run, for pandas.
 RUN_COLUMNS: list[str] = [
-    "step", "budget_epochs", "seed", "status", "did_not_learn", "top1", "top5", "val_loss", "train_throughput", "eval_throughput", "wall_time_s",
-    "params", "gmacs_train_res", "gmacs_224", "width_mult", "precision", "threads", "epochs", "config_hash",
-    "git_commit", "git_dirty", "finished_at",
+    "step",
+    "budget_epochs",
+    "seed",
+    "status",
+    "did_not_learn",
+    "top1",
+    "top5",
+    "val_loss",
+    "train_throughput",
+    "eval_throughput",
+    "wall_time_s",
+    "params",
+    "gmacs_train_res",
+    "gmacs_224",
+    "width_mult",
+    "precision",
+    "threads",
+    "epochs",
+    "config_hash",
+    "git_commit",
+    "git_dirty",
+    "finished_at",
 ]
 
 
@@ -58,9 +105,15 @@ def study_steps(study_dir: Path, records: list[Record]) -> list[dict[str, Any]]:
         try:
             steps[record.step] = step_entry(get_step(record.step))
         except KeyError:  # a step this code does not know: what its record says
-            steps[record.step] = {"slug": record.step, "label": record.label or record.step,
-                                  "phase": record.phase or "", "parent": record.parent,
-                                  "index": record.step_index, "sweep": False, "reference": False}
+            steps[record.step] = {
+                "slug": record.step,
+                "label": record.label or record.step,
+                "phase": record.phase or "",
+                "parent": record.parent,
+                "index": record.step_index,
+                "sweep": False,
+                "reference": False,
+            }
     return sorted(steps.values(), key=lambda s: (s.get("index") is None, s.get("index") or 0))
 
 
@@ -97,6 +150,7 @@ def did_not_learn(record: Record) -> bool:
 
 def _registry_classes(dataset: str | None) -> int | None:
     from ..data.registry import DATASETS  # a record from before records kept num_classes
+
     info = DATASETS.get(dataset or "")
     return info.num_classes if info else None
 
@@ -139,40 +193,68 @@ def summarize_budget(records: list[Record], steps: list[dict[str, Any]], budget:
         acc = top1_by_seed(slug)
         parent = comparison_parent(step, steps)
         delta = paired_delta(acc, top1_by_seed(parent)) if parent in paper else None
-        paper_delta = (paper[slug] - paper[parent]) if (parent in paper and paper[slug] is not None
-                                                        and paper[parent] is not None) else math.nan
+        paper_delta = (
+            (paper[slug] - paper[parent])
+            if (parent in paper and paper[slug] is not None and paper[parent] is not None)
+            else math.nan
+        )
 
         def field(name: str, pool: list[Record]) -> float:
             return _mean([_number(getattr(r, name)) for r in pool])
 
-        rows.append({
-            "order": order, "step": slug, "budget_epochs": budget, "step_index": step.get("index"),
-            "label": step.get("label", slug), "n_did_not_learn": sum(did_not_learn(r) for r in done),
-            "phase": step.get("phase", ""), "parent": parent, "sweep": bool(step.get("sweep")),
-            "reference": bool(step.get("reference")),
-            "status": "done" if done else ("failed" if recs else "missing"), "n_seeds": len(done),
-            "top1_mean": _mean(list(acc.values())), "top1_std": _std(list(acc.values())),
-            "top5_mean": field("top5", done), "top5_std": _std([_number(r.top5) for r in done]),
-            "delta_vs_parent": delta.mean if delta and delta.n else math.nan,
-            "delta_vs_parent_ci_low": delta.ci_low if delta else math.nan,
-            "delta_vs_parent_ci_high": delta.ci_high if delta else math.nan,
-            "delta_vs_parent_boot_low": delta.boot_low if delta else math.nan,
-            "delta_vs_parent_boot_high": delta.boot_high if delta else math.nan,
-            "prob_improvement_vs_parent": delta.prob_improvement if delta else math.nan,
-            "resolved": delta.resolved if delta else None, "n_pairs": delta.n if delta else 0,
-            # Architecture numbers do not depend on whether the run finished.
-            "params_m": field("params", recs) / 1e6, "width_mult": field("width_mult", recs),
-            "gmacs_train_res": field("gmacs_train_res", recs), "gmacs_224": field("gmacs_224", recs),
-            "train_throughput": field("train_throughput", done), "eval_throughput": field("eval_throughput", done),
-            # What the step cost, failed seeds included (NaN: nothing ran).
-            "wall_time_s": float(np.nansum([_number(r.wall_time_s) for r in recs])) if recs else math.nan,
-            "paper_top1": _number(step.get("paper_top1")), "paper_top1_std": _number(step.get("paper_top1_std")),
-            "paper_gflops": _number(step.get("paper_gmacs")), "paper_delta_vs_parent": paper_delta,
-        })
+        rows.append(
+            {
+                "order": order,
+                "step": slug,
+                "budget_epochs": budget,
+                "step_index": step.get("index"),
+                "label": step.get("label", slug),
+                "n_did_not_learn": sum(did_not_learn(r) for r in done),
+                "phase": step.get("phase", ""),
+                "parent": parent,
+                "sweep": bool(step.get("sweep")),
+                "reference": bool(step.get("reference")),
+                "status": "done" if done else ("failed" if recs else "missing"),
+                "n_seeds": len(done),
+                "top1_mean": _mean(list(acc.values())),
+                "top1_std": _std(list(acc.values())),
+                "top5_mean": field("top5", done),
+                "top5_std": _std([_number(r.top5) for r in done]),
+                "delta_vs_parent": delta.mean if delta and delta.n else math.nan,
+                "delta_vs_parent_ci_low": delta.ci_low if delta else math.nan,
+                "delta_vs_parent_ci_high": delta.ci_high if delta else math.nan,
+                "delta_vs_parent_boot_low": delta.boot_low if delta else math.nan,
+                "delta_vs_parent_boot_high": delta.boot_high if delta else math.nan,
+                "prob_improvement_vs_parent": delta.prob_improvement if delta else math.nan,
+                "resolved": delta.resolved if delta else None,
+                "n_pairs": delta.n if delta else 0,
+                # Architecture numbers do not depend on whether the run finished.
+                "params_m": field("params", recs) / 1e6,
+                "width_mult": field("width_mult", recs),
+                "gmacs_train_res": field("gmacs_train_res", recs),
+                "gmacs_224": field("gmacs_224", recs),
+                "train_throughput": field("train_throughput", done),
+                "eval_throughput": field("eval_throughput", done),
+                # What the step cost, failed seeds included (NaN: nothing ran).
+                "wall_time_s": float(np.nansum([_number(r.wall_time_s) for r in recs])) if recs else math.nan,
+                "paper_top1": _number(step.get("paper_top1")),
+                "paper_top1_std": _number(step.get("paper_top1_std")),
+                "paper_gflops": _number(step.get("paper_gmacs")),
+                "paper_delta_vs_parent": paper_delta,
+            }
+        )
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    return frame.astype({"order": int, "budget_epochs": int, "n_seeds": int, "n_did_not_learn": int,
-                         "n_pairs": int, "step_index": "Int64",
-                         "resolved": "boolean"})
+    return frame.astype(
+        {
+            "order": int,
+            "budget_epochs": int,
+            "n_seeds": int,
+            "n_did_not_learn": int,
+            "n_pairs": int,
+            "step_index": "Int64",
+            "resolved": "boolean",
+        }
+    )
 
 
 def summary_line(frame: pd.DataFrame) -> str:
@@ -224,13 +306,20 @@ def seed_guidance(records: list[Record], steps: list[dict[str, Any]], deltas: li
         n = seeds_to_resolve(sd, delta)
         needs.append(f"a Δ of {delta:g} point(s) needs {n if n else 'more than 1000'} seeds")
     seeds = max(len({r.seed for r in records if r.step == s["slug"]}) for s in steps)
-    return (f"seed guidance: the paired Δ of a change varies over seeds with a standard deviation of {sd:.2f} "
-            f"points (pooled over {len(spreads)} changes, up to {seeds} seeds each); to resolve it (95% paired t "
-            "interval excluding 0) " + ", ".join(needs))
+    return (
+        f"seed guidance: the paired Δ of a change varies over seeds with a standard deviation of {sd:.2f} "
+        f"points (pooled over {len(spreads)} changes, up to {seeds} seeds each); to resolve it (95% paired t "
+        "interval excluding 0) " + ", ".join(needs)
+    )
 
 
 def runs_table(records: list[Record]) -> pd.DataFrame:
     """One row per run of the current config: the per-seed numbers, for pandas."""
-    rows = [{c: r.budget if c == "budget_epochs" else did_not_learn(r) if c == "did_not_learn" else getattr(r, c)
-             for c in RUN_COLUMNS} for r in records]
+    rows = [
+        {
+            c: r.budget if c == "budget_epochs" else did_not_learn(r) if c == "did_not_learn" else getattr(r, c)
+            for c in RUN_COLUMNS
+        }
+        for r in records
+    ]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)

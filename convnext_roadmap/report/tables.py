@@ -30,8 +30,10 @@ def delta_cell(r) -> str:
     text = _fmt(r.delta_vs_parent, signed=True)
     if math.isnan(r.delta_vs_parent_ci_low):
         return text + f" (n={r.n_pairs})"
-    return (f"{text} [{_fmt(r.delta_vs_parent_ci_low, signed=True)}, {_fmt(r.delta_vs_parent_ci_high, signed=True)}] "
-            + ("✓" if r.resolved else "?"))
+    return (
+        f"{text} [{_fmt(r.delta_vs_parent_ci_low, signed=True)}, {_fmt(r.delta_vs_parent_ci_high, signed=True)}] "
+        + ("✓" if r.resolved else "?")
+    )
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -39,8 +41,10 @@ def markdown_table(df: pd.DataFrame) -> str:
     budgets = sorted(df["budget_epochs"].unique()) if "budget_epochs" in df and len(df) else []
     if len(budgets) <= 1:
         return budget_markdown_table(df)
-    return "\n".join(f"### {b} epoch{'' if b == 1 else 's'}\n\n" + budget_markdown_table(df[df["budget_epochs"] == b])
-                     for b in budgets)
+    return "\n".join(
+        f"### {b} epoch{'' if b == 1 else 's'}\n\n" + budget_markdown_table(df[df["budget_epochs"] == b])
+        for b in budgets
+    )
 
 
 def budget_markdown_table(df: pd.DataFrame) -> str:
@@ -49,8 +53,19 @@ def budget_markdown_table(df: pd.DataFrame) -> str:
     their 95% t interval: ✓ resolved (the interval excludes 0), ? unresolved."""
     width = df["width_mult"].dropna()
     params_head = f"params (×{width.iloc[0]:g})" if len(width) and width.nunique() == 1 else "params"
-    header = ["#", "step", "label", "top-1 % ± std (n)", "Δ parent [95% CI]", "P(better)", "paper top-1",
-              "paper Δ", params_head, "GMACs@224 (×1)", "img/s train"]
+    header = [
+        "#",
+        "step",
+        "label",
+        "top-1 % ± std (n)",
+        "Δ parent [95% CI]",
+        "P(better)",
+        "paper top-1",
+        "paper Δ",
+        params_head,
+        "GMACs@224 (×1)",
+        "img/s train",
+    ]
     right = [True, False, False, True, True, True, True, True, True, True, True]
     rows = []
     for r in df.itertuples(index=False):
@@ -62,10 +77,21 @@ def budget_markdown_table(df: pd.DataFrame) -> str:
             acc = {"failed": "failed", "missing": "not run"}.get(r.status, "no top-1")
         label = str(r.label) + (" (sweep)" if r.sweep else "") + (" (reference)" if r.reference else "")
         index = "" if r.step_index is pd.NA or pd.isna(r.step_index) else str(r.step_index)
-        rows.append([index, str(r.step), label, acc, delta_cell(r), _fmt(r.prob_improvement_vs_parent),
-                     _fmt(r.paper_top1), _fmt(r.paper_delta_vs_parent, signed=True),
-                     _fmt(r.params_m) + ("" if math.isnan(r.params_m) else "M"), _fmt(r.gmacs_224),
-                     _fmt(r.train_throughput, ".0f")])
+        rows.append(
+            [
+                index,
+                str(r.step),
+                label,
+                acc,
+                delta_cell(r),
+                _fmt(r.prob_improvement_vs_parent),
+                _fmt(r.paper_top1),
+                _fmt(r.paper_delta_vs_parent, signed=True),
+                _fmt(r.params_m) + ("" if math.isnan(r.params_m) else "M"),
+                _fmt(r.gmacs_224),
+                _fmt(r.train_throughput, ".0f"),
+            ]
+        )
     cells = [[c.replace("|", "\\|") for c in row] for row in [header] + rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 
@@ -91,11 +117,14 @@ def write_tables(study_dir: Path) -> pd.DataFrame:
         atomic_write_text(study_dir / "budget.csv", budget_table(records, steps, frame).to_csv(index=False))
     markdown = f"{study_description(records)}\n\n{markdown_table(frame)}"
     if frame["n_did_not_learn"].any():
-        markdown += (f"\n⚠ did not learn: a run whose top-1 ends within {CHANCE_MARGIN:g} points of chance "
-                     "(100 / classes); its step's numbers say nothing about the change.\n")
+        markdown += (
+            f"\n⚠ did not learn: a run whose top-1 ends within {CHANCE_MARGIN:g} points of chance "
+            "(100 / classes); its step's numbers say nothing about the change.\n"
+        )
     others = current_records(study_dir)[2]
     if others:
-        markdown += (f"\n{others} record(s) of other configs of this study are kept in runs/ and left out of "
-                     "this table.\n")
+        markdown += (
+            f"\n{others} record(s) of other configs of this study are kept in runs/ and left out of this table.\n"
+        )
     atomic_write_text(study_dir / "results.md", markdown)
     return frame

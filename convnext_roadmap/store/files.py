@@ -39,8 +39,9 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False,
-                 before_replace: Callable[[], None] | None = None) -> None:
+def atomic_write(
+    path: Path, write: Callable[[IO], None], binary: bool = False, before_replace: Callable[[], None] | None = None
+) -> None:
     """Write `path` through `write(handle)`: a temporary file in the same folder, fsync, then a
     rename over the target. `before_replace` runs just before the rename (a checkpoint keeps the
     file it replaces there)."""

@@ -68,7 +68,7 @@ def _requeued_away(parts: list[str]) -> bool:
     tag = next((part for part in parts[3:] if part.startswith("slurm:")), None)
     if mine is None or tag is None:
         return False
-    job, _, restarts = tag[len("slurm:"):].rpartition(".")
+    job, _, restarts = tag[len("slurm:") :].rpartition(".")
     return job == mine[0] and restarts.isdigit() and int(restarts) < mine[1]
 
 

@@ -19,8 +19,9 @@ from .records import current_records
 def study_records(study_dir: Path) -> list[Record]:
     """The finished records of a study's current config, by step index, step, budget and seed."""
     if not (Path(study_dir) / "runs").is_dir():
-        raise ConfigError(f"no study with records in {study_dir} (no runs/ folder); check --out and the "
-                          "study name, or train it first")
+        raise ConfigError(
+            f"no study with records in {study_dir} (no runs/ folder); check --out and the study name, or train it first"
+        )
     records, _, _ = current_records(Path(study_dir))
     done = [r for r in records if r.done]
     return sorted(done, key=lambda r: (r.step_index is None, r.step_index or 0, r.step, r.budget, r.seed))
@@ -41,16 +42,23 @@ def find_record(study_dir: Path, step: str | int, seed: int, budget: int | None 
     if budget is not None:
         mine = [r for r in mine if r.budget == budget]
     elif len(budgets) > 1:
-        raise ConfigError(f"{slug} seed {seed} was trained for {', '.join(map(str, budgets))} epochs; say which "
-                          "with --budget")
+        raise ConfigError(
+            f"{slug} seed {seed} was trained for {', '.join(map(str, budgets))} epochs; say which with --budget"
+        )
     if not mine:
         have = sorted(f"{r.step} seed {r.seed}" + (f" {r.budget} ep" if budget is not None else "") for r in records)
-        raise ConfigError(f"no record of {slug} seed {seed}" + (f" at {budget} epochs" if budget is not None else "")
-                          + f" in {runs}" + (f"; the study's runs are: {', '.join(have)}" if have else "; train it first"))
+        raise ConfigError(
+            f"no record of {slug} seed {seed}"
+            + (f" at {budget} epochs" if budget is not None else "")
+            + f" in {runs}"
+            + (f"; the study's runs are: {', '.join(have)}" if have else "; train it first")
+        )
     done = [r for r in mine if r.done]
     if not done:
-        raise ConfigError(f"{mine[0].path or runs} records a {mine[0].status} run "
-                          f"({mine[0].failure or mine[0].problem}); it has no trained weights; "
-                          "rerun the study (with --retry-failed for a failed run)")
+        raise ConfigError(
+            f"{mine[0].path or runs} records a {mine[0].status} run "
+            f"({mine[0].failure or mine[0].problem}); it has no trained weights; "
+            "rerun the study (with --retry-failed for a failed run)"
+        )
     # Without a manifest (records written by hand) several configs may be there: the newest.
     return max(done, key=lambda r: str(r.finished_at or ""))

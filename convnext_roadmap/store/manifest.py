@@ -18,10 +18,21 @@ MANIFEST = "study.json"
 
 def step_entry(step: Step) -> dict[str, Any]:
     """What tables and figures need to know of a step, as the manifest keeps it."""
-    return {"slug": step.slug, "label": step.label, "phase": step.phase, "parent": step.parent,
-            "change": step.change, "index": step.index, "roadmap": step.roadmap, "sweep": step.sweep,
-            "reference": step.reference, "train": dict(step.train), "paper_top1": step.paper_top1,
-            "paper_top1_std": step.paper_top1_std, "paper_gmacs": step.paper_gmacs}
+    return {
+        "slug": step.slug,
+        "label": step.label,
+        "phase": step.phase,
+        "parent": step.parent,
+        "change": step.change,
+        "index": step.index,
+        "roadmap": step.roadmap,
+        "sweep": step.sweep,
+        "reference": step.reference,
+        "train": dict(step.train),
+        "paper_top1": step.paper_top1,
+        "paper_top1_std": step.paper_top1_std,
+        "paper_gmacs": step.paper_gmacs,
+    }
 
 
 def write_manifest(study_dir: Path, manifest: dict[str, Any]) -> None:
@@ -38,5 +49,6 @@ def read_manifest(study_dir: Path) -> dict[str, Any] | None:
             raise ValueError("no 'runs' list")
         return manifest
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise CorruptRecordError(f"study manifest {path} is unreadable ({error}); delete it and run the "
-                                 "study's command again to rewrite it") from None
+        raise CorruptRecordError(
+            f"study manifest {path} is unreadable ({error}); delete it and run the study's command again to rewrite it"
+        ) from None

@@ -127,11 +127,14 @@ class Record:
         (it is trained again and the report leaves it out)."""
         missing = [k for k in REQUIRED if k not in data]
         if missing:
-            raise CorruptRecordError(f"run record {path} is not a run record (no {', '.join(missing)}); move it "
-                                     "away or delete it and re-run the same command to redo that run")
+            raise CorruptRecordError(
+                f"run record {path} is not a run record (no {', '.join(missing)}); move it "
+                "away or delete it and re-run the same command to redo that run"
+            )
         known = {k: v for k, v in data.items() if k in _FIELDS}
-        record = cls(**known, extra={k: v for k, v in data.items() if k not in _FIELDS and k not in _NOT_WRITTEN},
-                     path=path)
+        record = cls(
+            **known, extra={k: v for k, v in data.items() if k not in _FIELDS and k not in _NOT_WRITTEN}, path=path
+        )
         problem = record.check()
         if problem:
             record.status, record.problem = "incomplete", problem
@@ -145,8 +148,10 @@ class Record:
                 raise ValueError("not a JSON object")
         except ValueError as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise CorruptRecordError(f"run record {path} is unreadable ({reason}); move it away or delete it "
-                                     "and re-run the same command to redo that run") from None
+            raise CorruptRecordError(
+                f"run record {path} is unreadable ({reason}); move it away or delete it "
+                "and re-run the same command to redo that run"
+            ) from None
         return cls.from_dict(data, path)
 
     def check(self) -> str | None:

@@ -27,8 +27,10 @@ def read_record(path: Path) -> Record:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CorruptRecordError(f"run record {path} is unreadable ({reason}); move it away or delete it "
-                                 "and re-run the same command to redo that run") from None
+        raise CorruptRecordError(
+            f"run record {path} is unreadable ({reason}); move it away or delete it "
+            "and re-run the same command to redo that run"
+        ) from None
     return Record.from_json(text, Path(path))
 
 
@@ -59,11 +61,29 @@ def git_state() -> tuple[str, bool]:
     repository's results/ and plots/ left out: a study rewriting its own committed records
     does not make the code that trains it dirty."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results", ":(exclude)plots"], cwd=REPO_DIR,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                [
+                    "git",
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    ".",
+                    ":(exclude)results",
+                    ":(exclude)plots",
+                ],
+                cwd=REPO_DIR,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
         return commit, dirty
     except (OSError, subprocess.SubprocessError):
         return "unknown", True

@@ -176,6 +176,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     if not job_ids:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher
+
     command = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]
     for array in sorted({j.split("_")[0] for j in job_ids}):
         command += ["-j", array]
@@ -255,8 +256,16 @@ class StudyTask:
     """One array task: `runner.main` on its runs, under their locks (submitit's callable,
     pickled by reference: this module imports no torch)."""
 
-    def __init__(self, submission_dir: Path, index: int, argv: list[str], runs: list[str], records: list[str],
-                 threads: int, slots: int) -> None:
+    def __init__(
+        self,
+        submission_dir: Path,
+        index: int,
+        argv: list[str],
+        runs: list[str],
+        records: list[str],
+        threads: int,
+        slots: int,
+    ) -> None:
         self.submission_dir = Path(submission_dir)
         self.index = index
         self.argv = list(argv)
@@ -283,6 +292,7 @@ class StudyTask:
         with self._slot():
             self._beat("running")
             import runner
+
             sys.stderr = lines = _ErrorLines(sys.stderr)
             try:
                 code = runner.main(self.argv)
@@ -290,32 +300,49 @@ class StudyTask:
                 sys.stderr = lines.stream
         states = {name: _record_state(Path(path)) for name, path in zip(self.runs, self.records, strict=True)}
         if stop and code == 130 and callable(requeue):
-            print(f"task {self.index}: {stop[0]}: its runs keep their checkpoints; requeueing", file=sys.stderr,
-                  flush=True)
+            print(
+                f"task {self.index}: {stop[0]}: its runs keep their checkpoints; requeueing",
+                file=sys.stderr,
+                flush=True,
+            )
             requeue(signal.SIGUSR2, None)  # exits (requeued), or raises (not requeued: too many time-outs)
         pending = [name for name, state in states.items() if state == "missing"]
         if code == 130:
-            raise TaskFailed(f"task {self.index} was stopped by a signal (pre-emption, scancel or Ctrl-C) with "
-                             f"{len(pending)} run(s) unrecorded ({', '.join(pending)}); they keep their checkpoints: "
-                             "python runner.py status --resubmit")
+            raise TaskFailed(
+                f"task {self.index} was stopped by a signal (pre-emption, scancel or Ctrl-C) with "
+                f"{len(pending)} run(s) unrecorded ({', '.join(pending)}); they keep their checkpoints: "
+                "python runner.py status --resubmit"
+            )
         if code not in (0, 1) or (code == 1 and pending):
-            raise TaskFailed(f"task {self.index}: runner.py exited with code {code}, run(s) "
-                             f"{', '.join(pending) or 'none'} unrecorded: "
-                             + (lines.errors[-1] if lines.errors else "see this task's log"))
+            raise TaskFailed(
+                f"task {self.index}: runner.py exited with code {code}, run(s) "
+                f"{', '.join(pending) or 'none'} unrecorded: "
+                + (lines.errors[-1] if lines.errors else "see this task's log")
+            )
         return {"code": code, "runs": states}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's requeue: the same task again, which resumes its runs from their checkpoints
         and skips those recorded meanwhile."""
         from submitit.helpers import DelayedSubmission
-        return DelayedSubmission(StudyTask(self.submission_dir, self.index, self.argv, self.runs, self.records,
-                                           self.threads, self.slots))
+
+        return DelayedSubmission(
+            StudyTask(self.submission_dir, self.index, self.argv, self.runs, self.records, self.threads, self.slots)
+        )
 
     def _beat(self, state: str) -> None:
         with contextlib.suppress(OSError):
-            atomic_write_text(self.submission_dir / "tasks" / f"{self.index}.json", json.dumps(
-                {"state": state, "host": socket.gethostname(), "pid": os.getpid(),
-                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+            atomic_write_text(
+                self.submission_dir / "tasks" / f"{self.index}.json",
+                json.dumps(
+                    {
+                        "state": state,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    }
+                ),
+            )
 
     @contextlib.contextmanager
     def _slot(self) -> Iterator[None]:
@@ -325,13 +352,16 @@ class StudyTask:
             yield
             return
         from ..store.locks import run_lock
+
         (self.submission_dir / "tasks").mkdir(parents=True, exist_ok=True)
         self._beat("waiting")
         stopped: list[str] = []
         # submitit lets SIGTERM pass in a task: while it waits, SIGTERM, SIGINT or SIGUSR2 end it
         watched = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
-        before = {sig: signal.signal(sig, lambda signum, frame: stopped.append(signal.Signals(signum).name))
-                  for sig in watched}
+        before = {
+            sig: signal.signal(sig, lambda signum, frame: stopped.append(signal.Signals(signum).name))
+            for sig in watched
+        }
         try:
             while not stopped:
                 for k in range(self.slots):
@@ -346,8 +376,10 @@ class StudyTask:
         finally:
             for sig, handler in before.items():
                 signal.signal(sig, handler)
-        raise TaskFailed(f"task {self.index} was stopped by {stopped[0]} while it waited for a slot; nothing of it "
-                         "was trained: python runner.py status --resubmit")
+        raise TaskFailed(
+            f"task {self.index} was stopped by {stopped[0]} while it waited for a slot; nothing of it "
+            "was trained: python runner.py status --resubmit"
+        )
 
 
 class _ErrorLines:
@@ -381,33 +413,42 @@ def select_runs(runs: list, spec: str) -> list:
         if name not in by_name:
             raise ConfigError(f"--runs: {name} is not a run of this study (it was submitted with another config)")
         if by_name[name].hash != digest:
-            raise ConfigError(f"--runs: {name} plans to config hash {by_name[name].hash} on this node, but was "
-                              f"submitted as {digest}: the submitting machine resolves its config otherwise "
-                              "(precision: auto is bf16 where the hardware has it): set train.precision in the "
-                              "study and submit again")
+            raise ConfigError(
+                f"--runs: {name} plans to config hash {by_name[name].hash} on this node, but was "
+                f"submitted as {digest}: the submitting machine resolves its config otherwise "
+                "(precision: auto is bf16 where the hardware has it): set train.precision in the "
+                "study and submit again"
+            )
     return [run for run in runs if run.name in wanted]
 
 
 def check_request(study: StudyConfig, executor: str) -> None:
     """The cluster keys against the study's runs: one process per task, or a DDP run's ranks."""
     from ..train.ranks import world_size_of
+
     cluster, train = study.cluster, study.train
     world = world_size_of(study)
     if executor == "local":
         if cluster.world != 1:
-            raise ConfigError(f"--submit local runs each task as one process on this machine: cluster.nodes x "
-                              f"cluster.tasks_per_node must be 1 x 1, got {cluster.nodes} x {cluster.tasks_per_node} "
-                              "(a DDP run's ranks are Lightning's own here)")
+            raise ConfigError(
+                f"--submit local runs each task as one process on this machine: cluster.nodes x "
+                f"cluster.tasks_per_node must be 1 x 1, got {cluster.nodes} x {cluster.tasks_per_node} "
+                "(a DDP run's ranks are Lightning's own here)"
+            )
         return
     if world == 1 and cluster.world != 1:
-        raise ConfigError(f"cluster.nodes x cluster.tasks_per_node = {cluster.world} processes per task, but the "
-                          "study's runs are single-process: set both to 1, or train.devices and train.num_nodes "
-                          "for DDP")
+        raise ConfigError(
+            f"cluster.nodes x cluster.tasks_per_node = {cluster.world} processes per task, but the "
+            "study's runs are single-process: set both to 1, or train.devices and train.num_nodes "
+            "for DDP"
+        )
     if world > 1 and (cluster.nodes != train.num_nodes or cluster.world != world):
-        raise ConfigError(f"a DDP run of {world} processes (train.devices {train.devices} x train.num_nodes "
-                          f"{train.num_nodes}) needs cluster.nodes: {train.num_nodes} and cluster.tasks_per_node: "
-                          f"{world // train.num_nodes} (one task per device), got {cluster.nodes} x "
-                          f"{cluster.tasks_per_node}")
+        raise ConfigError(
+            f"a DDP run of {world} processes (train.devices {train.devices} x train.num_nodes "
+            f"{train.num_nodes}) needs cluster.nodes: {train.num_nodes} and cluster.tasks_per_node: "
+            f"{world // train.num_nodes} (one task per device), got {cluster.nodes} x "
+            f"{cluster.tasks_per_node}"
+        )
     if world > 1 and train.strategy == "auto":
         raise ConfigError("a multi-process run on SLURM needs train.strategy: ddp (or another DDP strategy)")
 
@@ -416,23 +457,29 @@ def pinned_config(study: StudyConfig, preset: str) -> str:
     """The study as resolved at submission (preset, YAML, --set and flags), as a YAML file the
     tasks load instead: editing the study's YAML while the array waits changes nothing."""
     import yaml
-    return ("# The study as submitted (resolved: preset, YAML, --set and flags): what every task of\n"
-            "# this submission trains. Written by runner.py --submit; not to be edited.\n"
-            + yaml.safe_dump({"preset": preset, **asdict(study)}, sort_keys=False))
+
+    return (
+        "# The study as submitted (resolved: preset, YAML, --set and flags): what every task of\n"
+        "# this submission trains. Written by runner.py --submit; not to be edited.\n"
+        + yaml.safe_dump({"preset": preset, **asdict(study)}, sort_keys=False)
+    )
 
 
 def submit_study(study: StudyConfig, preset: str, runs: list, args: Any, executor: str | None = None) -> int:
     """Submit the study's remaining runs as one array; print what was submitted. Returns 0."""
     from .cost import training_gmacs
     from .parallel import cpu_cores
+
     executor = executor or args.submit
     if args.shard:
         raise ConfigError("--submit packs the whole study into tasks itself: leave out --shard")
     if getattr(args, "runs", None):
         raise ConfigError("--runs is a task's own flag: leave it out with --submit")
     if str(args.jobs) != "auto":
-        raise ConfigError("--jobs is for one machine; with --submit each task trains one run at a time on "
-                          "cluster.threads (default: cluster.cpus_per_task) threads: set those")
+        raise ConfigError(
+            "--jobs is for one machine; with --submit each task trains one run at a time on "
+            "cluster.threads (default: cluster.cpus_per_task) threads: set those"
+        )
     check_request(study, executor)
     cluster = study.cluster
     out_dir = Path(args.out).resolve()
@@ -443,22 +490,36 @@ def submit_study(study: StudyConfig, preset: str, runs: list, args: Any, executo
     kept = [r for r in wanted if r.name in held]
     left = [r for r in wanted if r.name not in held]
     chosen = {r.name for r in left}
-    items = [Item(i, r.name, r.hash, r.state, gmacs, estimate_s(cluster, gmacs))
-             for i, r in enumerate(runs) if r.name in chosen
-             for gmacs in [0.0 if r.state == "reuse" else training_gmacs(study, r)]]
-    status_command = (f"python runner.py status --study {study.name}"
-                      + (f" --out {args.out}" if out_dir != (REPO / "results").resolve() else "")
-                      + (f" --plots {args.plots}" if plots_dir != (REPO / "plots").resolve() else ""))
+    items = [
+        Item(i, r.name, r.hash, r.state, gmacs, estimate_s(cluster, gmacs))
+        for i, r in enumerate(runs)
+        if r.name in chosen
+        for gmacs in [0.0 if r.state == "reuse" else training_gmacs(study, r)]
+    ]
+    status_command = (
+        f"python runner.py status --study {study.name}"
+        + (f" --out {args.out}" if out_dir != (REPO / "results").resolve() else "")
+        + (f" --plots {args.plots}" if plots_dir != (REPO / "plots").resolve() else "")
+    )
     if kept:
         by_sub: dict[str, set[str]] = {}
         for r in kept:
             by_sub.setdefault(held[r.name][0], set()).add(held[r.name][1])
-        print(f"{len(kept)} run(s) left out: unfinished tasks hold them ("
-              + "; ".join(f"submission {sid}: {len(jobs)} task(s), job(s) {', '.join(sorted(jobs)[:4])}"
-                          + (" ..." if len(jobs) > 4 else "") for sid, jobs in sorted(by_sub.items())) + ")")
+        print(
+            f"{len(kept)} run(s) left out: unfinished tasks hold them ("
+            + "; ".join(
+                f"submission {sid}: {len(jobs)} task(s), job(s) {', '.join(sorted(jobs)[:4])}"
+                + (" ..." if len(jobs) > 4 else "")
+                for sid, jobs in sorted(by_sub.items())
+            )
+            + ")"
+        )
     if not items:
-        print("nothing to submit: " + ("every run is recorded" if not kept else "the rest are held by the tasks above")
-              + f"; progress: {status_command}")
+        print(
+            "nothing to submit: "
+            + ("every run is recorded" if not kept else "the rest are held by the tasks above")
+            + f"; progress: {status_command}"
+        )
         return 0
     budget = task_budget_s(cluster)
     tasks = pack(items, budget)
@@ -470,19 +531,24 @@ def submit_study(study: StudyConfig, preset: str, runs: list, args: Any, executo
     sizes = sorted(len(t) for t in tasks)
     per_task = f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
     longest = max(sum(i.est_s for i in t) for t in tasks)
-    plan_line = (f"{len(items)} run(s) in {len(tasks)} task(s), {per_task} run(s) per task, at most "
-                 f"{min(slots, len(tasks))} at once; longest task ~{_minutes(longest)} estimated "
-                 f"(cluster.gmacs_per_s {cluster.gmacs_per_s:g}, cluster.time {cluster.time})")
+    plan_line = (
+        f"{len(items)} run(s) in {len(tasks)} task(s), {per_task} run(s) per task, at most "
+        f"{min(slots, len(tasks))} at once; longest task ~{_minutes(longest)} estimated "
+        f"(cluster.gmacs_per_s {cluster.gmacs_per_s:g}, cluster.time {cluster.time})"
+    )
     too_long = [i.name for t in tasks for i in t if i.est_s > 60 * time_minutes(cluster.time)]
     if args.dry_run:
         print(f"dry run: --submit {executor} would submit " + plan_line)
         for k, task in enumerate(tasks):
             print(f"  task {k}: ~{_minutes(sum(i.est_s for i in task))}  " + ", ".join(i.name for i in task))
         if too_long:
-            print(f"note: {len(too_long)} run(s) are estimated longer than cluster.time; they go on from their "
-                  "checkpoints after each time-out (cluster.max_requeues) - or raise cluster.time")
+            print(
+                f"note: {len(too_long)} run(s) are estimated longer than cluster.time; they go on from their "
+                "checkpoints after each time-out (cluster.max_requeues) - or raise cluster.time"
+            )
         return 0
     from ..train.weights import ensure_torchvision_weights  # compute nodes may have no network
+
     for slug in dict.fromkeys(r.step.slug for r in left if r.train.pretrained):
         ensure_torchvision_weights(slug)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3] + f"-{uuid.uuid4().hex[:4]}"  # sorts by time
@@ -491,39 +557,81 @@ def submit_study(study: StudyConfig, preset: str, runs: list, args: Any, executo
     config_path = sub_dir / "study.yaml"
     atomic_write_text(config_path, pinned_config(study, preset))
     run_paths = {r.name: str(r.record_path.resolve()) for r in left}
-    base = ["--config", str(config_path), "--out", str(out_dir), "--plots", str(plots_dir), "--jobs", "1",
-            "--threads", str(threads), "--no-report"]
+    base = [
+        "--config",
+        str(config_path),
+        "--out",
+        str(out_dir),
+        "--plots",
+        str(plots_dir),
+        "--jobs",
+        "1",
+        "--threads",
+        str(threads),
+        "--no-report",
+    ]
     base += ["--retry-failed"] if args.retry_failed else []
     base += ["--profile"] if args.profile else []
-    callables = [StudyTask(sub_dir, k, base + ["--runs", ",".join(f"{i.name}@{i.hash}" for i in task)],
-                           [i.name for i in task], [run_paths[i.name] for i in task], threads,
-                           slots if executor == "local" else 0)
-                 for k, task in enumerate(tasks)]
+    callables = [
+        StudyTask(
+            sub_dir,
+            k,
+            base + ["--runs", ",".join(f"{i.name}@{i.hash}" for i in task)],
+            [i.name for i in task],
+            [run_paths[i.name] for i in task],
+            threads,
+            slots if executor == "local" else 0,
+        )
+        for k, task in enumerate(tasks)
+    ]
     pool = make_executor(submitit, executor, sub_dir / "logs" / "%j", study, len(tasks), slots)
     signals.check("nothing was submitted yet")
     jobs = _submit(pool, callables, executor, sub_dir / "logs", threads)
     record = {
-        "id": stamp, "study": study.name, "preset": preset, "executor": executor, "host": socket.gethostname(),
-        "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "submitted_ns": time.time_ns(),
+        "id": stamp,
+        "study": study.name,
+        "preset": preset,
+        "executor": executor,
+        "host": socket.gethostname(),
+        "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "submitted_ns": time.time_ns(),
         "job_id": jobs[0].job_id.split("_")[0] if executor == "slurm" else None,
-        "config": str(config_path), "logs": str(sub_dir / "logs"), "threads": threads, "parallel": slots,
-        "out": str(out_dir), "plots": str(plots_dir), "retry_failed": bool(args.retry_failed),
-        "tasks": [{"index": k, "job_id": str(job.job_id), "est_s": round(sum(i.est_s for i in task), 1),
-                   "runs": [{"name": i.name, "hash": i.hash, "gmacs": round(i.gmacs, 3), "est_s": round(i.est_s, 1)}
-                            for i in task]}
-                  for k, (job, task) in enumerate(zip(jobs, tasks, strict=True))],
+        "config": str(config_path),
+        "logs": str(sub_dir / "logs"),
+        "threads": threads,
+        "parallel": slots,
+        "out": str(out_dir),
+        "plots": str(plots_dir),
+        "retry_failed": bool(args.retry_failed),
+        "tasks": [
+            {
+                "index": k,
+                "job_id": str(job.job_id),
+                "est_s": round(sum(i.est_s for i in task), 1),
+                "runs": [
+                    {"name": i.name, "hash": i.hash, "gmacs": round(i.gmacs, 3), "est_s": round(i.est_s, 1)}
+                    for i in task
+                ],
+            }
+            for k, (job, task) in enumerate(zip(jobs, tasks, strict=True))
+        ],
     }
     atomic_write_text(sub_dir / SUBMISSION, json.dumps(record, indent=2) + "\n")
     ids = [str(j.job_id) for j in jobs]
-    job_text = (f"job {record['job_id']} (" + (f"an array of {len(jobs)} tasks)" if len(jobs) > 1 else "1 task)")
-                if executor == "slurm"
-                else f"local job(s) {ids[0]}" + (f" .. {ids[-1]}" if len(ids) > 1 else "")
-                + " (one process per task, on this machine)")
+    job_text = (
+        f"job {record['job_id']} (" + (f"an array of {len(jobs)} tasks)" if len(jobs) > 1 else "1 task)")
+        if executor == "slurm"
+        else f"local job(s) {ids[0]}"
+        + (f" .. {ids[-1]}" if len(ids) > 1 else "")
+        + " (one process per task, on this machine)"
+    )
     print(f"submitted study {study.name}: {job_text}")
     print(plan_line)
     if too_long:
-        print(f"note: {len(too_long)} run(s) are estimated longer than cluster.time; they go on from their "
-              "checkpoints after each time-out (cluster.max_requeues)")
+        print(
+            f"note: {len(too_long)} run(s) are estimated longer than cluster.time; they go on from their "
+            "checkpoints after each time-out (cluster.max_requeues)"
+        )
     print(f"logs: {sub_dir / 'logs'}/<job id>/   (submission: {sub_dir / SUBMISSION})")
     print(f"progress: {status_command}   (it draws the tables and figures once every run is recorded)")
     return 0
@@ -543,22 +651,29 @@ def make_executor(submitit: Any, kind: str, folder: Path, study: StudyConfig, ta
     try:
         pool = _with_entry(submitit.SlurmExecutor)(folder=folder, max_num_timeout=cluster.max_requeues)
     except RuntimeError:
-        raise ConfigError("--submit slurm needs SLURM's commands (srun, sbatch) on the PATH: run it on the "
-                          "cluster's login node, or try --submit local here") from None
+        raise ConfigError(
+            "--submit slurm needs SLURM's commands (srun, sbatch) on the PATH: run it on the "
+            "cluster's login node, or try --submit local here"
+        ) from None
     extra: dict[str, Any] = {"requeue": True}  # submitit's checkpoint requeues with scontrol requeue
     extra.update({k.replace("_", "-"): v for k, v in cluster.sbatch.items() if v is not False})
     params: dict[str, Any] = {
-        "job_name": cluster.job_name or f"roadmap-{study.name}", "time": time_minutes(cluster.time),
-        "nodes": cluster.nodes, "ntasks_per_node": cluster.tasks_per_node, "cpus_per_task": cluster.cpus_per_task,
-        "signal_delay_s": cluster.signal_delay_s, "array_parallelism": max(1, min(slots, tasks)),
+        "job_name": cluster.job_name or f"roadmap-{study.name}",
+        "time": time_minutes(cluster.time),
+        "nodes": cluster.nodes,
+        "ntasks_per_node": cluster.tasks_per_node,
+        "cpus_per_task": cluster.cpus_per_task,
+        "signal_delay_s": cluster.signal_delay_s,
+        "array_parallelism": max(1, min(slots, tasks)),
         "additional_parameters": extra,
         "setup": [f"export OMP_NUM_THREADS={cluster.task_threads()}", *cluster.setup],
     }
     if cluster.gpus_per_node:
         params["gpus_per_node"] = cluster.gpus_per_node
     if cluster.mem_gb is not None:
-        params["mem"] = (f"{int(cluster.mem_gb)}GB" if cluster.mem_gb == int(cluster.mem_gb)
-                         else f"{int(cluster.mem_gb * 1024)}MB")
+        params["mem"] = (
+            f"{int(cluster.mem_gb)}GB" if cluster.mem_gb == int(cluster.mem_gb) else f"{int(cluster.mem_gb * 1024)}MB"
+        )
     for name in ("partition", "account", "qos"):
         if getattr(cluster, name):
             params[name] = getattr(cluster, name)
@@ -568,10 +683,12 @@ def make_executor(submitit: Any, kind: str, folder: Path, study: StudyConfig, ta
 
 def _with_entry(executor: type) -> type:
     """submitit's executor whose tasks start through this module's `task_main` (below)."""
+
     class Executor(executor):  # type: ignore[misc, valid-type]
         @property
         def _submitit_command_str(self) -> str:
             return " ".join([self.python, "-u -m", __name__, shlex.quote(str(self.folder))])
+
     Executor.__name__ = executor.__name__
     return Executor
 
@@ -597,6 +714,7 @@ def task_main(folder: str) -> None:
         shim.iter_entry_points = lambda group: [EntryPoint(p) for p in importlib.metadata.entry_points(group=group)]
         sys.modules["pkg_resources"] = shim
     from submitit.core.submission import process_job
+
     process_job(folder)
 
 
@@ -611,6 +729,7 @@ def _submit(pool: Any, callables: list[StudyTask], executor: str, logs: Path, th
             message = " ".join(str(error).split())[-600:]
             raise ConfigError(f"sbatch refused the array: {message}") from None
     from submitit.core.utils import environment_variables
+
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(fd) for fd in (0, 1, 2)]
@@ -640,14 +759,17 @@ def status_command(args: Any) -> int:
     from ..config.schema import check_study_name
     from .plan import plan_runs
     from .reuse import mark_reusable
+
     if not args.study:
         raise ConfigError("status needs --study NAME (a study submitted with --submit)")
     check_study_name(args.study, "--study")
     out_dir = Path(args.out).resolve()
     subs = submissions(out_dir, args.study)
     if not subs:
-        raise ConfigError(f"no submission of study {args.study} in {cluster_dir(out_dir, args.study)}; submit it "
-                          "with python runner.py --config STUDY.yaml --submit slurm (or local)")
+        raise ConfigError(
+            f"no submission of study {args.study} in {cluster_dir(out_dir, args.study)}; submit it "
+            "with python runner.py --config STUDY.yaml --submit slurm (or local)"
+        )
     latest = subs[-1]
     study, preset = load_study("cpu", Path(latest["config"]))
     if Path(args.plots).resolve() == (REPO / "plots").resolve() and latest.get("plots"):
@@ -678,38 +800,60 @@ def status_command(args: Any) -> int:
         else:
             counts["todo"].append(run.name)
     labels = {"lost": "in ended tasks, unrecorded", "todo": "never submitted"}
-    print(f"study {study.name}: {len(runs)} run(s) - "
-          + ", ".join(f"{len(v)} {labels.get(k, k)}" for k, v in counts.items() if v))
+    print(
+        f"study {study.name}: {len(runs)} run(s) - "
+        + ", ".join(f"{len(v)} {labels.get(k, k)}" for k, v in counts.items() if v)
+    )
     for sub in subs:
         states = states_of[sub["id"]]
         if sub is not latest and all(s not in LIVE and s != "failed" for s in states):
             continue  # an old submission that ended well: nothing to say
         tally = {s: states.count(s) for s in ("running", "queued", "unknown", "finished", "failed") if s in states}
         job = f"job {sub['job_id']}, " if sub.get("job_id") else ""
-        print(f"submission {sub['id']} ({sub['executor']}, {job}{len(states)} task(s)): "
-              + ", ".join(f"{n} {s}" for s, n in tally.items()) + f"; logs in {sub['logs']}")
+        print(
+            f"submission {sub['id']} ({sub['executor']}, {job}{len(states)} task(s)): "
+            + ", ".join(f"{n} {s}" for s, n in tally.items())
+            + f"; logs in {sub['logs']}"
+        )
         for task, state in zip(sub["tasks"], states, strict=True):
             names = [r["name"] for r in task["runs"]]
             if state == "failed":
                 open_runs = [n for n in names if n not in counts["done"] and n not in counts["failed"]]
-                again = sorted({holders[n][0]["id"] for n in open_runs
-                                if holders[n][0] is not sub and holders[n][2] in LIVE})
-                later = ("; its runs are recorded since" if not open_runs else
-                         f"; resubmitted in {', '.join(again)}" if again else "")
-                print(f"  task {task['index']} (job {task['job_id']}) FAILED: runs {', '.join(names)}"
-                      + (f" ({len(names) - len(open_runs)} recorded since)" if 0 < len(open_runs) < len(names)
-                         else "") + f"; log: {task_log(sub, task)}{later}")
+                again = sorted(
+                    {holders[n][0]["id"] for n in open_runs if holders[n][0] is not sub and holders[n][2] in LIVE}
+                )
+                later = (
+                    "; its runs are recorded since"
+                    if not open_runs
+                    else f"; resubmitted in {', '.join(again)}"
+                    if again
+                    else ""
+                )
+                print(
+                    f"  task {task['index']} (job {task['job_id']}) FAILED: runs {', '.join(names)}"
+                    + (f" ({len(names) - len(open_runs)} recorded since)" if 0 < len(open_runs) < len(names) else "")
+                    + f"; log: {task_log(sub, task)}{later}"
+                )
                 reason = _failure(sub, task)
                 if reason and open_runs:
                     print(f"    {reason}")
             elif state in ("running", "unknown") and len(sub["tasks"]) <= 50:
                 busy = [n for n in names if n in counts["running"]]
-                print(f"  task {task['index']} (job {task['job_id']}) {state}"
-                      + (f": training {', '.join(busy)}" if busy else "")
-                      + f"; {sum(n in counts['done'] for n in names)}/{len(names)} done")
+                print(
+                    f"  task {task['index']} (job {task['job_id']}) {state}"
+                    + (f": training {', '.join(busy)}" if busy else "")
+                    + f"; {sum(n in counts['done'] for n in names)}/{len(names)} done"
+                )
         if "unknown" in states:
-            print("  unknown: " + ("sacct did not answer" if sub["executor"] == "slurm" else
-                                   f"local tasks of {sub.get('host')}, not this host") + "; counted as unfinished")
+            print(
+                "  unknown: "
+                + (
+                    "sacct did not answer"
+                    if sub["executor"] == "slurm"
+                    else f"local tasks of {sub.get('host')}, not this host"
+                )
+                + "; counted as unfinished"
+            )
     _throughput(study, runs)
     missing = counts["lost"] + counts["todo"]
     live = counts["running"] + counts["queued"]
@@ -722,8 +866,10 @@ def status_command(args: Any) -> int:
         args.retry_failed = bool(latest.get("retry_failed"))
         return submit_study(study, preset, runs, args, executor=latest["executor"])
     if missing and not live:
-        print(f"{len(missing)} run(s) have no record and no task: python runner.py status --study {study.name} "
-              f"--out {args.out} --resubmit")
+        print(
+            f"{len(missing)} run(s) have no record and no task: python runner.py status --study {study.name} "
+            f"--out {args.out} --resubmit"
+        )
         return 0
     if live or missing:
         return 0
@@ -734,6 +880,7 @@ def status_command(args: Any) -> int:
 def _locked(path: Path) -> bool:
     """A run lock held by a live process (of this host, or any lock of another host)."""
     from ..store.locks import stale_lock
+
     return path.exists() and stale_lock(path) is None
 
 
@@ -752,6 +899,7 @@ def _throughput(study: StudyConfig, runs: list) -> None:
     """What the study's records measured, against the estimate the packing used."""
     from ..store.records import read_record
     from .cost import training_gmacs
+
     walls, estimates, rates = [], [], []
     for run in runs:
         if run.state == "done":
@@ -762,25 +910,32 @@ def _throughput(study: StudyConfig, runs: list) -> None:
                 estimates.append(estimate_s(study.cluster, gmacs))
                 rates.append(gmacs / record.wall_time_s)
     if rates:
+
         def median(values: list[float]) -> float:
             return sorted(values)[len(values) // 2]
-        print(f"measured: {median(walls):.0f} s per run (median of {len(walls)} record(s); estimated "
-              f"{median(estimates):.0f} s), {median(rates):.3g} training GMACs/s over its whole wall time "
-              f"(cluster.gmacs_per_s {study.cluster.gmacs_per_s:g} + cluster.overhead_s "
-              f"{study.cluster.overhead_s:g} per run)")
+
+        print(
+            f"measured: {median(walls):.0f} s per run (median of {len(walls)} record(s); estimated "
+            f"{median(estimates):.0f} s), {median(rates):.3g} training GMACs/s over its whole wall time "
+            f"(cluster.gmacs_per_s {study.cluster.gmacs_per_s:g} + cluster.overhead_s "
+            f"{study.cluster.overhead_s:g} per run)"
+        )
 
 
 def _draw_once(study: StudyConfig, out_dir: Path, plots_dir: Path, runs: list) -> None:
     """Tables and figures of a study whose every run is recorded, drawn by the first status
     that finds it so (cluster/report.json names the records they were drawn from)."""
     from ..report import draw_figures, markdown_table, write_tables
+
     marker = cluster_dir(out_dir, study.name) / REPORT
     recorded = sorted(f"{r.name}@{r.hash}" for r in runs)
     with file_lock(cluster_dir(out_dir, study.name) / ".report.lock"):
         drawn = _read_json(marker)
         if drawn and drawn.get("records") == recorded:
-            print(f"every run is recorded; tables and figures were drawn at {drawn.get('drawn_at')} "
-                  f"(python runner.py plot --study {study.name} draws them again)")
+            print(
+                f"every run is recorded; tables and figures were drawn at {drawn.get('drawn_at')} "
+                f"(python runner.py plot --study {study.name} draws them again)"
+            )
             return
         study_dir = out_dir / study.name
         table = write_tables(study_dir)
@@ -788,12 +943,31 @@ def _draw_once(study: StudyConfig, out_dir: Path, plots_dir: Path, runs: list) -
         print(markdown_table(table))
         for path in draw_figures(study_dir, plots_dir / study.name):
             print(f"wrote {path}")
-        atomic_write_text(marker, json.dumps({"drawn_at": dt.datetime.now(dt.timezone.utc).isoformat(
-            timespec="seconds"), "plots": str(plots_dir / study.name), "records": recorded}, indent=1) + "\n")
+        atomic_write_text(
+            marker,
+            json.dumps(
+                {
+                    "drawn_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "plots": str(plots_dir / study.name),
+                    "records": recorded,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
 
 
-__all__ = ["StudyTask", "pack", "submit_study", "status_command", "select_runs", "make_executor", "check_request",
-           "import_submitit", "held_runs"]
+__all__ = [
+    "StudyTask",
+    "pack",
+    "submit_study",
+    "status_command",
+    "select_runs",
+    "make_executor",
+    "check_request",
+    "import_submitit",
+    "held_runs",
+]
 
 
 if __name__ == "__main__":  # a task's process (submitit runs `python -u -m convnext_roadmap.study.cluster FOLDER`)

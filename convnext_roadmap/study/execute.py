@@ -24,11 +24,20 @@ from .reuse import copy_reused, source_name
 
 def format_seconds(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
-def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, retry_failed: bool = False,
-            profile: bool = False, world: World = SOLO) -> int:
+def execute(
+    study: StudyConfig,
+    preset: str,
+    runs: list[Run],
+    out_dir: Path,
+    retry_failed: bool = False,
+    profile: bool = False,
+    world: World = SOLO,
+) -> int:
     """Train every run not yet done; returns the exit code (0: all done). Under DDP (`world`
     of several ranks) rank 0 decides which runs there are to train, and for each run whether
     it trains (its lock, its record, a stop signal on any rank): every rank follows."""
@@ -54,14 +63,21 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
                 say(f"reused: {run.name} from {source_name(run.reuse_from, out_dir)}", flush=True)
     for i, run in enumerate(todo, 1):
         if world.any(signals.received() is not None):  # a signal to any rank stops every rank here
-            raise signals.RunInterrupted(signals.received() or "a signal to another rank",
-                                         f"{len(finished_times)} run(s) trained and recorded, none in progress")
+            raise signals.RunInterrupted(
+                signals.received() or "a signal to another rank",
+                f"{len(finished_times)} run(s) trained and recorded, none in progress",
+            )
         elapsed = time.time() - started
-        eta = (f"ETA {format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
-               if finished_times else "ETA after the first run")
-        announce = (f"[run {i}/{len(todo)}] step {'' if run.step.index is None else f'{run.step.index} '}"
-                    f"{run.step.slug} seed {run.seed}{' (resuming)' if run.state == 'resume' else ''} | "
-                    f"elapsed {format_seconds(elapsed)} | {eta}")
+        eta = (
+            f"ETA {format_seconds(sum(finished_times) / len(finished_times) * (len(todo) - i + 1))}"
+            if finished_times
+            else "ETA after the first run"
+        )
+        announce = (
+            f"[run {i}/{len(todo)}] step {'' if run.step.index is None else f'{run.step.index} '}"
+            f"{run.step.slug} seed {run.seed}{' (resuming)' if run.state == 'resume' else ''} | "
+            f"elapsed {format_seconds(elapsed)} | {eta}"
+        )
         lock = run_lock(dirs["locks"] / f"{run.name}.lock") if rank_zero else contextlib.nullcontext(None)
         with lock as acquired:
             # rank 0's lock decides for every rank (ranks 1..N hold none: rank 0 writes the record)
@@ -86,17 +102,30 @@ def execute(study: StudyConfig, preset: str, runs: list[Run], out_dir: Path, ret
                 drop_previous(run.checkpoint_dir)
             finished_times.append(time.time() - run_started)
             if record.done:
-                say(f"  done: top-1 {record.top1:.2f}%  train {record.train_throughput:.0f} img/s"
-                    f"  {format_seconds(record.wall_time_s)}", flush=True)
+                say(
+                    f"  done: top-1 {record.top1:.2f}%  train {record.train_throughput:.0f} img/s"
+                    f"  {format_seconds(record.wall_time_s)}",
+                    flush=True,
+                )
             if record.at_chance() and rank_zero:
-                print(f"warning: {run.name} ended at top-1 {record.top1:.2f}%, chance level for {record.num_classes} "
-                      f"classes: it did not learn (too few images or steps for this recipe: more data, a larger "
-                      "budget or another lr)", file=sys.stderr, flush=True)
+                print(
+                    f"warning: {run.name} ended at top-1 {record.top1:.2f}%, chance level for {record.num_classes} "
+                    f"classes: it did not learn (too few images or steps for this recipe: more data, a larger "
+                    "budget or another lr)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     signals.check(f"{len(finished_times)} run(s) trained and recorded, none in progress")
-    say(f"study {study.name}: {len(finished_times)} run(s) trained in {format_seconds(time.time() - started)}; "
-          f"records in {dirs['runs']}", flush=True)
+    say(
+        f"study {study.name}: {len(finished_times)} run(s) trained in {format_seconds(time.time() - started)}; "
+        f"records in {dirs['runs']}",
+        flush=True,
+    )
     if failures and rank_zero:
-        print(f"error: {len(failures)} run(s) failed ({', '.join(r.name for r in failures)}); see their records; "
-              "fix the recipe, then rerun with --retry-failed", file=sys.stderr)
+        print(
+            f"error: {len(failures)} run(s) failed ({', '.join(r.name for r in failures)}); see their records; "
+            "fix the recipe, then rerun with --retry-failed",
+            file=sys.stderr,
+        )
         return 1
     return 0

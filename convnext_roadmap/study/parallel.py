@@ -43,8 +43,10 @@ def largest_model_gmacs(study: StudyConfig, steps: list) -> float:
     """Forward GMACs of one training image of the study's most expensive step (counted once
     per step and shape by convnext_steps.complexity.forward_gmacs, which planning has usually filled)."""
     data = describe(study.train)
-    return max(forward_gmacs(step, study.train.resolution, study.train.width_mult, data.num_classes, data.in_chans)
-               for step in steps)
+    return max(
+        forward_gmacs(step, study.train.resolution, study.train.width_mult, data.num_classes, data.in_chans)
+        for step in steps
+    )
 
 
 def parse_jobs(value: str) -> int | None:
@@ -69,8 +71,9 @@ def capped_jobs(jobs: int) -> tuple[int, str | None]:
     return cores, f"note: --jobs {jobs} is more than the {cores} cores this process may use: {cores} jobs"
 
 
-def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on_gpu: bool,
-                 world_size: int) -> tuple[int, int | None]:
+def resolve_jobs(
+    value: str, study: StudyConfig, steps: list, runs_todo: int, on_gpu: bool, world_size: int
+) -> tuple[int, int | None]:
     """How many runner processes to start, and each one's CPU threads (None: leave torch's).
 
     `auto`: for a CPU study of small models (SMALL_MODEL_GMACS), one job per core and one
@@ -83,8 +86,10 @@ def resolve_jobs(value: str, study: StudyConfig, steps: list, runs_todo: int, on
     if jobs is not None:
         jobs = capped_jobs(jobs)[0]
         if jobs > 1 and (on_gpu or world_size > 1):
-            raise ConfigError("--jobs > 1 runs several CPU runners at once; with GPUs or several devices per run "
-                              "use --shard i/n for several jobs instead")
+            raise ConfigError(
+                "--jobs > 1 runs several CPU runners at once; with GPUs or several devices per run "
+                "use --shard i/n for several jobs instead"
+            )
         # threads from the N asked for, not from the runs left: `--jobs 2` resumed with one run
         # to do still trains it on its share of the cores (the same bits as before the stop)
         return max(1, min(jobs, runs_todo)), (max(1, cpu_cores() // jobs) if jobs > 1 else None)
@@ -97,14 +102,17 @@ def _stop_with_parent(parent: int):  # noqa: ANN202 - a preexec_fn
     """A job gets SIGTERM (a checkpoint, then exit 130) when the runner that started it dies,
     even by kill -9 (Linux: PR_SET_PDEATHSIG). Without it, jobs in their own session outlived
     a killed parent, holding their runs' locks: a rerun skipped those runs."""
+
     def preexec() -> None:
         try:
             import ctypes
+
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
         except (OSError, AttributeError):  # not Linux: nothing to do
             return
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
+
     return preexec
 
 
@@ -117,8 +125,9 @@ def run_jobs(argv: list[str], jobs: int, threads: int) -> int:
         command = [sys.executable, str(RUNNER), *argv, "--jobs", "1", "--threads", str(threads), "--no-report"]
         # Its own session: a terminal's Ctrl-C reaches the parent alone, which forwards it
         # once (twice would stop a job at once instead of at its next checkpoint).
-        children.append(subprocess.Popen(command, env=env, start_new_session=True,
-                                         preexec_fn=_stop_with_parent(os.getpid())))
+        children.append(
+            subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_stop_with_parent(os.getpid()))
+        )
 
     def forward(signum: int, frame: object) -> None:
         for child in children:

@@ -27,18 +27,30 @@ from ..train.run import Run
 
 def study_dirs(out_dir: Path, study: StudyConfig) -> dict[str, Path]:
     base = out_dir / study.name
-    return {"base": base, "runs": base / "runs", "checkpoints": base / "checkpoints",
-            "logs": base / "logs", "locks": base / "locks"}
+    return {
+        "base": base,
+        "runs": base / "runs",
+        "checkpoints": base / "checkpoints",
+        "logs": base / "logs",
+        "locks": base / "locks",
+    }
 
 
 def run_payload(train: TrainConfig, step: Step, seed: int, world_size: int, data: str) -> dict[str, Any]:
     """Everything that determines a run's numbers: the step's spec, its own recipe, the seed;
     its hash identifies the run's record. `data` is the data set's fingerprint (where the
     data lives is not part of it)."""
-    return {"record_version": RECORD_VERSION, "step": step.slug, "spec": non_default(step.spec), "seed": seed,
-            "train": result_relevant(train), "world_size": world_size, "data": data,
-            # what `precision: auto` means on this machine: fp32 and bf16 runs are different runs
-            "precision": resolve_precision(train.precision, train.accelerator)}
+    return {
+        "record_version": RECORD_VERSION,
+        "step": step.slug,
+        "spec": non_default(step.spec),
+        "seed": seed,
+        "train": result_relevant(train),
+        "world_size": world_size,
+        "data": data,
+        # what `precision: auto` means on this machine: fp32 and bf16 runs are different runs
+        "precision": resolve_precision(train.precision, train.accelerator),
+    }
 
 
 def check_trainable(study: StudyConfig) -> None:
@@ -47,8 +59,10 @@ def check_trainable(study: StudyConfig) -> None:
     for step in study_steps(study):
         batch = run_train_config(study, step).batch_size
         if images // (batch * world_size_of(study)) == 0:
-            raise ConfigError(f"train.batch_size={batch} (x {world_size_of(study)} device(s)) is larger than the "
-                              f"training set ({images} images): not one optimizer step per epoch; lower batch_size")
+            raise ConfigError(
+                f"train.batch_size={batch} (x {world_size_of(study)} device(s)) is larger than the "
+                f"training set ({images} images): not one optimizer step per epoch; lower batch_size"
+            )
 
 
 @dataclass(frozen=True)
@@ -101,27 +115,36 @@ def plan_runs(study: StudyConfig, out_dir: Path, shard: tuple[int, int] = (0, 1)
         if record_path.exists():
             record = read_record(record_path)
             if record.status == "incomplete":
-                print(f"note: {record_path} is not a finished run ({record.problem}); training it again",
-                      file=sys.stderr)
+                print(
+                    f"note: {record_path} is not a finished run ({record.problem}); training it again", file=sys.stderr
+                )
             else:
                 state = record.status
         if state == "todo" and has_checkpoint(checkpoint_dir):
             state = "resume"
-        runs.append(Run(step, seed, name, digest, record_path, checkpoint_dir, state, train, planned.budget,
-                        planned.key))
+        runs.append(
+            Run(step, seed, name, digest, record_path, checkpoint_dir, state, train, planned.budget, planned.key)
+        )
     return runs
 
 
 def write_study_manifest(study: StudyConfig, preset: str, out_dir: Path) -> None:
     """Record the study's current config and runs (study.json): tables and figures use the
     records of these runs only."""
-    write_manifest(study_dirs(out_dir, study)["base"], {
-        "study": study.name, "preset": preset, "config": asdict(study),
-        "steps": [step_entry(step) for step in study_steps(study)],
-        "budgets": study_budgets(study),
-        "runs": [{"step": p.step.slug, "seed": p.seed, "budget_epochs": p.budget, "config_hash": p.hash}
-                 for p in study_runs(study)],
-    })
+    write_manifest(
+        study_dirs(out_dir, study)["base"],
+        {
+            "study": study.name,
+            "preset": preset,
+            "config": asdict(study),
+            "steps": [step_entry(step) for step in study_steps(study)],
+            "budgets": study_budgets(study),
+            "runs": [
+                {"step": p.step.slug, "seed": p.seed, "budget_epochs": p.budget, "config_hash": p.hash}
+                for p in study_runs(study)
+            ],
+        },
+    )
 
 
 def other_config_records(study: StudyConfig, out_dir: Path) -> int:

@@ -41,8 +41,10 @@ def finished_runs_by_key(out_dir: Path) -> dict[str, Record]:
             keys = {planned.hash: planned.key for planned in study_runs(other)}
             records = load_records(study_dir)
         except (ConfigError, DataError, CorruptRecordError, OSError, TypeError) as error:
-            print(f"note: runs of {study_dir.name} cannot be reused here ({str(error).splitlines()[0][:120]})",
-                  file=sys.stderr)
+            print(
+                f"note: runs of {study_dir.name} cannot be reused here ({str(error).splitlines()[0][:120]})",
+                file=sys.stderr,
+            )
             continue
         for record in records:
             if record.done and not record.reused_from and record.config_hash in keys:
@@ -85,10 +87,19 @@ def copy_reused(study: StudyConfig, preset: str, run: Run, out_dir: Path) -> Rec
         data = (source_dir / source.weights).read_bytes()
         atomic_write(weights, lambda handle: handle.write(data), binary=True)
     record = source.replace(
-        study=study.name, preset=preset, step=run.step.slug, step_index=run.step.index, label=run.step.label,
-        phase=run.step.phase, parent=run.step.parent, budget_epochs=run.budget, config_hash=run.hash,
+        study=study.name,
+        preset=preset,
+        step=run.step.slug,
+        step_index=run.step.index,
+        label=run.step.label,
+        phase=run.step.phase,
+        parent=run.step.parent,
+        budget_epochs=run.budget,
+        config_hash=run.hash,
         log_dir=str(log_dir.relative_to(dirs["base"])) if log_dir.is_dir() else None,
         weights=str(weights.relative_to(dirs["base"])) if weights else None,
-        reused_from=source_name(source, out_dir), path=None)
+        reused_from=source_name(source, out_dir),
+        path=None,
+    )
     write_record(run.record_path, record)
     return record

@@ -30,8 +30,9 @@ class DeterministicResume(pl.Callback):
         rank = trainer.global_rank
         torch.manual_seed(derive_seed(self.seed, trainer.current_epoch, batch_idx, 2, *((rank,) if rank else ())))
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loader = trainer.train_dataloader
         if hasattr(loader, "consumed"):
             loader.consumed = batch_idx + 1
@@ -56,8 +57,10 @@ def thread_warning(saved: dict[str, Any] | None, run_name: str) -> str | None:
     now = torch.get_num_threads()
     if before is None or before == now:
         return None
-    return (f"warning: {run_name} was trained on {before} CPU thread(s) and resumes on {now}: its numbers will "
-            f"differ in the last bits from an uninterrupted run (resume with the same --jobs to keep them)")
+    return (
+        f"warning: {run_name} was trained on {before} CPU thread(s) and resumes on {now}: its numbers will "
+        f"differ in the last bits from an uninterrupted run (resume with the same --jobs to keep them)"
+    )
 
 
 class Throughput(pl.Callback):
@@ -82,8 +85,9 @@ class Throughput(pl.Callback):
         self._batch_start = self._last_end if self._last_end is not None else now
         self._measuring = autotune.measuring_seconds()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._last_end = time.perf_counter()
         self.train_seconds += self._last_end - self._batch_start - (autotune.measuring_seconds() - self._measuring)
         self.train_images += len(batch[1]) * trainer.world_size
@@ -93,8 +97,15 @@ class Throughput(pl.Callback):
         self._val_measuring = autotune.measuring_seconds()
         self.val_images = 0
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.val_images += len(batch[1]) * trainer.world_size
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -120,15 +131,18 @@ class ProgressLine(pl.Callback):
 
     def __init__(self, step_index: int | None, slug: str, seed: int, throughput: Any) -> None:
         job = os.environ.get("ROADMAP_JOB")  # one of several jobs (--jobs): its lines say which
-        self.label = (f"[job {job}] " if job else "") + f"step {'' if step_index is None else f'{step_index} '}{slug} seed {seed}"
+        self.label = (
+            f"[job {job}] " if job else ""
+        ) + f"step {'' if step_index is None else f'{step_index} '}{slug} seed {seed}"
         self.throughput = throughput  # callbacks.Throughput: training img/s so far
         self.batches = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.batches = 0
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.batches = batch_idx + 1
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -138,6 +152,9 @@ class ProgressLine(pl.Callback):
         total = trainer.num_training_batches
         epoch = trainer.current_epoch + (self.batches / total if total and total != float("inf") else 0.0)
         img_s = self.throughput.train_img_s
-        print(f"  {self.label} | epoch {epoch:.2f}/{trainer.max_epochs} | "
-              f"top-1 {float(top1):.2f}% | {img_s:.0f} img/s" if top1 is not None else
-              f"  {self.label} | epoch {epoch:.2f}/{trainer.max_epochs} | {img_s:.0f} img/s", flush=True)
+        print(
+            f"  {self.label} | epoch {epoch:.2f}/{trainer.max_epochs} | top-1 {float(top1):.2f}% | {img_s:.0f} img/s"
+            if top1 is not None
+            else f"  {self.label} | epoch {epoch:.2f}/{trainer.max_epochs} | {img_s:.0f} img/s",
+            flush=True,
+        )

@@ -100,8 +100,12 @@ def resume_point(checkpoint_dir: Path, owner: bool = True) -> tuple[Path | None,
         aside = path.with_name(f"{name}.corrupt-{stamp}")
         os.replace(path, aside)
         fallback = "previous.ckpt" if name == LAST and (checkpoint_dir / PREVIOUS).exists() else "scratch"
-        print(f"warning: checkpoint {path} cannot be loaded ({problem}); set aside as {aside.name}, "
-              f"resuming from {fallback}", file=sys.stderr, flush=True)
+        print(
+            f"warning: checkpoint {path} cannot be loaded ({problem}); set aside as {aside.name}, "
+            f"resuming from {fallback}",
+            file=sys.stderr,
+            flush=True,
+        )
     return None, None
 
 
@@ -170,8 +174,9 @@ class PatientModelCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose time-based save skips a batch that a validation follows (the
     next batch end saves instead, or the end-of-epoch checkpoint)."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.world_size > 1 and (batch_idx + 1) % AGREE_EVERY:
             return  # under DDP the clock is read (rank 0's broadcast) every AGREE_EVERY batches
         if not validation_follows(trainer, batch_idx) and at_step_boundary(trainer):
@@ -201,8 +206,9 @@ class GracefulStop(pl.Callback):
         trainer.save_checkpoint(self.checkpoint_path)
         raise RunInterrupted(name, f"a checkpoint of {self.run_name} was saved")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         name = self._pending or agreed(trainer, batch_idx)
         self._pending = None
         if name and not at_step_boundary(trainer):
@@ -221,8 +227,15 @@ class GracefulStop(pl.Callback):
         in_fit = trainer.state.fn == TrainerFn.FITTING
         self._finish_validation = in_fit and agreed(trainer) is not None
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if self._finish_validation:
             return
         name = agreed(trainer, batch_idx)

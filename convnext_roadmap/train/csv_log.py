@@ -124,8 +124,9 @@ class CurveKeeper(pl.Callback):
 
     on_validation_start = on_train_end = on_train_batch_start
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         writer = _writer(trainer)
         if writer is None:
             return

@@ -31,6 +31,7 @@ def cuda_problem() -> str | None:
     if not nvidia_gpu_present():
         return None
     import torch
+
     if torch.version.cuda is None:
         return f"torch {torch.__version__} is built without CUDA"
     try:
@@ -51,14 +52,18 @@ def check_accelerator(cfg: TrainConfig) -> None:
     problem = cuda_problem()
     if problem:
         import torch
-        raise ConfigError(f"this node has an NVIDIA GPU, but torch {torch.__version__} (CUDA {torch.version.cuda}) "
-                          f"cannot use it: {problem}; install the torch build for this driver, or set "
-                          "train.accelerator=cpu (--set train.accelerator=cpu) to train on the CPU on purpose")
+
+        raise ConfigError(
+            f"this node has an NVIDIA GPU, but torch {torch.__version__} (CUDA {torch.version.cuda}) "
+            f"cannot use it: {problem}; install the torch build for this driver, or set "
+            "train.accelerator=cpu (--set train.accelerator=cpu) to train on the CPU on purpose"
+        )
 
 
 def uses_cuda(cfg: TrainConfig) -> bool:
     """Will Lightning put this run on CUDA devices?"""
     import torch
+
     return cfg.accelerator in CUDA_ACCELERATORS and torch.cuda.is_available()
 
 
@@ -66,6 +71,7 @@ def auto_devices(accelerator: str) -> int:
     """What Lightning's `devices: auto` (and -1) take per node: every CUDA device where the
     accelerator is CUDA, else one (the CPU accelerator's auto)."""
     import torch
+
     if accelerator in CUDA_ACCELERATORS and torch.cuda.is_available():
         return max(torch.cuda.device_count(), 1)
     return 1
@@ -82,10 +88,12 @@ def prepare_gpu_run(cfg: TrainConfig) -> None:
     runs do most of their matmuls in those types anyway). Nothing on the CPU."""
     if uses_cuda(cfg):
         import torch
+
         torch.set_float32_matmul_precision("high")
 
 
 # ---------------------------------------------------------------------------------- compile
+
 
 def start_compiled_run() -> dict[str, float]:
     """Before a compiled run's model is built: forget the graphs of earlier runs of this
@@ -95,12 +103,14 @@ def start_compiled_run() -> dict[str, float]:
     without a word (tests/test_gpu_path.py shows it with the eager backend). A new run
     compiles its own graphs anyway (a new model). Returns the counters to compare with after."""
     import torch
+
     torch._dynamo.reset()
     return _compile_counters()
 
 
 def _compile_counters() -> dict[str, float]:
     from torch._dynamo.utils import counters
+
     limit = sum(n for text, n in counters["unimplemented"].items() if "recompile limit" in text.lower())
     return {"graphs": counters["stats"]["unique_graphs"], "limit": limit}
 

@@ -34,20 +34,42 @@ class RoadmapClassifier(pl.LightningModule):
     # How often the loss is checked for NaN/inf: a host sync, so not at every step.
     FINITE_CHECK_EVERY = 20
 
-    def __init__(self, step: Step | str, cfg: TrainConfig | dict[str, Any], num_classes: int, in_chans: int,
-                 world_size: int = 1, spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        step: Step | str,
+        cfg: TrainConfig | dict[str, Any],
+        num_classes: int,
+        in_chans: int,
+        world_size: int = 1,
+        spec: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(cfg, dict):  # from a checkpoint's hyperparameters: load_from_checkpoint(path)
             cfg = from_dict(TrainConfig, cfg, "train.")
         step = step_from_spec(step, spec) if isinstance(step, str) else get_step(step)
         # Everything needed to rebuild the module, a step defined in a study included (its
         # spec; width_mult is in cfg); also what the trackers log as hyperparameters.
-        self.save_hyperparameters({"step": step.slug, "spec": spec_dict(step), "cfg": asdict(cfg),
-                                   "num_classes": num_classes, "in_chans": in_chans, "world_size": world_size})
+        self.save_hyperparameters(
+            {
+                "step": step.slug,
+                "spec": spec_dict(step),
+                "cfg": asdict(cfg),
+                "num_classes": num_classes,
+                "in_chans": in_chans,
+                "world_size": world_size,
+            }
+        )
         self.cfg = cfg
         self.world_size = world_size
-        self.model = use_cpu_kernels(build_model(step, num_classes=num_classes, in_chans=in_chans,
-                                                 width_mult=cfg.width_mult, drop_path_rate=cfg.drop_path_rate))
+        self.model = use_cpu_kernels(
+            build_model(
+                step,
+                num_classes=num_classes,
+                in_chans=in_chans,
+                width_mult=cfg.width_mult,
+                drop_path_rate=cfg.drop_path_rate,
+            )
+        )
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.compile:
@@ -102,8 +124,7 @@ class RoadmapClassifier(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True,
-                 batch_size=len(labels))
+        self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
         self.val_top1.update(logits, labels)
         self.val_top5.update(logits, labels)
 

@@ -29,6 +29,7 @@ def world_size_of(study: StudyConfig) -> int:
     devices = str(study.train.devices)
     if devices.strip() in ("auto", "-1"):  # as Lightning takes them: every CUDA device of the node, else 1
         from .gpu import auto_devices
+
         per_node = auto_devices(study.train.accelerator)
     else:
         per_node = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1

@@ -57,8 +57,9 @@ class Run:
     reuse_from: Record | None = None  # the finished record of the same run, when state is "reuse"
 
 
-def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
-              progress_bar: bool, profile: bool = False) -> Record:
+def train_run(
+    study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path], progress_bar: bool, profile: bool = False
+) -> Record:
     cfg = run.train
     started = time.time()
     pl.seed_everything(run.seed, workers=True, verbose=False)
@@ -76,9 +77,13 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     # the 1x1 convs' choices so far; a checkpoint from before they were noted: conv throughout
     pointwise = {} if saved is None else saved.get(POINTWISE_KEY)
     del saved  # Lightning loads it again; do not hold two copies during training
-    trainer_kwargs: dict[str, Any] = {"accelerator": cfg.accelerator, "devices": cfg.devices,
-                                      "num_nodes": cfg.num_nodes, "strategy": cfg.strategy,
-                                      **gpu_trainer_kwargs(cfg)}  # cuDNN autotuning on CUDA; nothing on the CPU
+    trainer_kwargs: dict[str, Any] = {
+        "accelerator": cfg.accelerator,
+        "devices": cfg.devices,
+        "num_nodes": cfg.num_nodes,
+        "strategy": cfg.strategy,
+        **gpu_trainer_kwargs(cfg),
+    }  # cuDNN autotuning on CUDA; nothing on the CPU
     if cfg.accumulate_grad_batches != 1:
         trainer_kwargs["accumulate_grad_batches"] = cfg.accumulate_grad_batches
     prepare_gpu_run(cfg)  # TF32 matmuls on CUDA; nothing on the CPU
@@ -87,17 +92,31 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     stopper = GracefulStop(run.checkpoint_dir / "last.ckpt", run.name)
     throughput = Throughput()
     callbacks: list[pl.Callback] = [
-        CurveKeeper(), DeterministicResume(run.seed), throughput, stopper,
-        PatientModelCheckpoint(dirpath=run.checkpoint_dir, save_last=True, save_top_k=0,
-                        train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s),
-                        enable_version_counter=False),  # always last.ckpt, never last-v1.ckpt
+        CurveKeeper(),
+        DeterministicResume(run.seed),
+        throughput,
+        stopper,
+        PatientModelCheckpoint(
+            dirpath=run.checkpoint_dir,
+            save_last=True,
+            save_top_k=0,
+            train_time_interval=dt.timedelta(seconds=cfg.checkpoint_every_s),
+            enable_version_counter=False,
+        ),  # always last.ckpt, never last-v1.ckpt
         EpochEndCheckpoint(run.checkpoint_dir / "last.ckpt"),
     ]
     if cfg.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     csv_logger = ResumableCSVLogger(dirs["logs"], name=run.name, version=run.hash[:8], keep=keep_rows)
-    loggers = make_loggers(csv_logger, study.logger, dirs["logs"], study.name, run.name, run.hash[:8],
-                           tags={"step": run.step.slug, "seed": run.seed, "config_hash": run.hash})
+    loggers = make_loggers(
+        csv_logger,
+        study.logger,
+        dirs["logs"],
+        study.name,
+        run.name,
+        run.hash[:8],
+        tags={"step": run.step.slug, "seed": run.seed, "config_hash": run.hash},
+    )
     logger = loggers[0]  # CSV: the report reads its metrics.csv
     callbacks.append(learning_rate_monitor())
     if not sys.stderr.isatty():  # no progress bar: one line per validation check
@@ -108,23 +127,32 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
         # script requeues. Lightning's own requeue would race with it.
         trainer_kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
     profiler = SimpleProfiler() if profile else None
-    trainer = pl.Trainer(max_epochs=cfg.epochs, precision=resolve_precision(cfg.precision, cfg.accelerator),
-                         logger=loggers, profiler=profiler, callbacks=callbacks,
-                         val_check_interval=1.0 / cfg.val_checks_per_epoch,
-                         enable_progress_bar=progress_bar, enable_model_summary=False,
-                         log_every_n_steps=log_every_n_steps(datamodule.num_train, cfg.batch_size,
-                                                             world_size_of(study)),
-                         num_sanity_val_steps=0, deterministic=False,
-                         use_distributed_sampler=False,  # the loaders shard by rank themselves (exact resume)
-                         **trainer_kwargs)
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs,
+        precision=resolve_precision(cfg.precision, cfg.accelerator),
+        logger=loggers,
+        profiler=profiler,
+        callbacks=callbacks,
+        val_check_interval=1.0 / cfg.val_checks_per_epoch,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=log_every_n_steps(datamodule.num_train, cfg.batch_size, world_size_of(study)),
+        num_sanity_val_steps=0,
+        deterministic=False,
+        use_distributed_sampler=False,  # the loaders shard by rank themselves (exact resume)
+        **trainer_kwargs,
+    )
     if trainer.world_size != world_size_of(study):
         # the run's hash and its lr scaling hold the planned world size: training on another is another run
-        raise ConfigError(f"train.devices={cfg.devices!r} x num_nodes={cfg.num_nodes} made Lightning start "
-                          f"{trainer.world_size} process(es), where the study planned {world_size_of(study)}: "
-                          "give the number of devices (--devices N)")
+        raise ConfigError(
+            f"train.devices={cfg.devices!r} x num_nodes={cfg.num_nodes} made Lightning start "
+            f"{trainer.world_size} process(es), where the study planned {world_size_of(study)}: "
+            "give the number of devices (--devices N)"
+        )
     compile_counters = start_compiled_run() if cfg.compile else None  # before the model: dynamo forgets old runs
-    module = RoadmapClassifier(run.step, cfg, datamodule.num_classes, datamodule.in_chans,
-                               world_size=trainer.world_size)
+    module = RoadmapClassifier(
+        run.step, cfg, datamodule.num_classes, datamodule.in_chans, world_size=trainer.world_size
+    )
     autotune.use_choices(module.model, pointwise)
     if cfg.pretrained and resume is None:
         load_pretrained(module.model, run.step.slug, datamodule.in_chans)
@@ -150,29 +178,47 @@ def train_run(study: StudyConfig, preset: str, run: Run, dirs: dict[str, Path],
     weights = weights_path(dirs["base"], run.name, run.hash)
     if trainer.is_global_zero:
         save_weights(weights, model)
-    record = run_record(study, preset, run, status="done", **{
-        "top1": metrics.get("val_top1"), "top5": metrics.get("val_top5"), "val_loss": metrics.get("val_loss"),
-        "params": count_params(model),
-        "gmacs_train_res": count_macs(model, cfg.resolution, datamodule.in_chans) / 1e9,
-        "gmacs_224": gmacs_at_224(run.step),
-        "train_throughput": throughput.train_img_s, "eval_throughput": throughput.eval_img_s,
-        "wall_time_s": time.time() - started, "validation_s": throughput.val_total_seconds,
-        "epochs": trainer.current_epoch,
-        "train_images": datamodule.num_train, "val_images": datamodule.num_val,
-        "world_size": trainer.world_size,
-        "precision": str(trainer.precision), "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
-        "weights": os.path.relpath(weights, dirs["base"]), "num_classes": datamodule.num_classes,
-        "in_chans": datamodule.in_chans, "spec": spec_dict(run.step),
-        "pointwise": autotune.choices_of(model),  # each measured conv-or-matmul choice (none under bf16)
-    })
+    record = run_record(
+        study,
+        preset,
+        run,
+        status="done",
+        **{
+            "top1": metrics.get("val_top1"),
+            "top5": metrics.get("val_top5"),
+            "val_loss": metrics.get("val_loss"),
+            "params": count_params(model),
+            "gmacs_train_res": count_macs(model, cfg.resolution, datamodule.in_chans) / 1e9,
+            "gmacs_224": gmacs_at_224(run.step),
+            "train_throughput": throughput.train_img_s,
+            "eval_throughput": throughput.eval_img_s,
+            "wall_time_s": time.time() - started,
+            "validation_s": throughput.val_total_seconds,
+            "epochs": trainer.current_epoch,
+            "train_images": datamodule.num_train,
+            "val_images": datamodule.num_val,
+            "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
+            "log_dir": os.path.relpath(logger.log_dir, dirs["base"]),
+            "weights": os.path.relpath(weights, dirs["base"]),
+            "num_classes": datamodule.num_classes,
+            "in_chans": datamodule.in_chans,
+            "spec": spec_dict(run.step),
+            "pointwise": autotune.choices_of(model),  # each measured conv-or-matmul choice (none under bf16)
+        },
+    )
     if profiler is not None:
         record.time_split = time_split(profiler, record.wall_time_s)
     if compile_counters is not None:
         state = compiled_state(compile_counters)
         record.compiled, record.compiled_graphs = state["compiled"], state["compiled_graphs"]
         if state["recompile_limit_hit"] and trainer.is_global_zero:
-            print(f"warning: {run.name}: torch.compile hit dynamo's recompile limit; part of the run trained "
-                  "eagerly (its img/s is not a compiled run's)", file=sys.stderr, flush=True)
+            print(
+                f"warning: {run.name}: torch.compile hit dynamo's recompile limit; part of the run trained "
+                "eagerly (its img/s is not a compiled run's)",
+                file=sys.stderr,
+                flush=True,
+            )
     return record
 
 
@@ -198,6 +244,7 @@ def time_split(profiler: SimpleProfiler, wall_s: float) -> dict[str, float]:
 
     def total(suffix: str) -> float:
         return sum(sum(times) for action, times in durations.items() if action.endswith(suffix))
+
     model_s = total(".optimizer_step") + total(".validation_step")
     data_s = total(".train_dataloader_next") + total(".val_next")
     return {"model_s": model_s, "data_s": data_s, "framework_s": wall_s - model_s - data_s}
@@ -215,24 +262,40 @@ def run_record(study: StudyConfig, preset: str, run: Run, **fields: Any) -> Reco
     return Record(**_identity(study, preset, run), git_commit=commit, git_dirty=dirty, **fields)
 
 
-def failed_record(study: StudyConfig, preset: str, run: Run, failure: str, epoch: int | None,
-                  wall_time_s: float) -> Record:
-    return run_record(study, preset, run, status="failed", failure=failure, failed_epoch=epoch,
-                      wall_time_s=wall_time_s)
+def failed_record(
+    study: StudyConfig, preset: str, run: Run, failure: str, epoch: int | None, wall_time_s: float
+) -> Record:
+    return run_record(study, preset, run, status="failed", failure=failure, failed_epoch=epoch, wall_time_s=wall_time_s)
 
 
 def _identity(study: StudyConfig, preset: str, run: Run) -> dict[str, Any]:
     cfg = run.train
     return {
-        "study": study.name, "preset": preset, "step": run.step.slug, "step_index": run.step.index,
-        "label": run.step.label, "phase": run.step.phase, "parent": run.step.parent, "seed": run.seed,
+        "study": study.name,
+        "preset": preset,
+        "step": run.step.slug,
+        "step_index": run.step.index,
+        "label": run.step.label,
+        "phase": run.step.phase,
+        "parent": run.step.parent,
+        "seed": run.seed,
         "budget_epochs": run.budget,
-        "config_hash": run.hash, "config": asdict(cfg), "dataset": cfg.dataset, "resolution": cfg.resolution,
-        "width_mult": cfg.width_mult, "threads": torch.get_num_threads(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "pytorch_lightning": pl.__version__},
-        "device": (torch.cuda.get_device_name() if torch.cuda.is_available()
-                   else f"cpu ({cpu_model()}, {os.cpu_count()} threads)"),
+        "config_hash": run.hash,
+        "config": asdict(cfg),
+        "dataset": cfg.dataset,
+        "resolution": cfg.resolution,
+        "width_mult": cfg.width_mult,
+        "threads": torch.get_num_threads(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "pytorch_lightning": pl.__version__,
+        },
+        "device": (
+            torch.cuda.get_device_name()
+            if torch.cuda.is_available()
+            else f"cpu ({cpu_model()}, {os.cpu_count()} threads)"
+        ),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

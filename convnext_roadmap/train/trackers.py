@@ -27,8 +27,11 @@ from ..store.files import file_lock
 from .ranks import process_rank
 
 # logger -> (the module it needs, the pyproject extra that installs it)
-REQUIREMENTS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"),
-                "wandb": ("wandb", "wandb")}
+REQUIREMENTS = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+    "wandb": ("wandb", "wandb"),
+}
 LOG_EVERY_N_STEPS = 20
 
 
@@ -44,36 +47,60 @@ def check_installed(names: list[str]) -> None:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise ConfigError(f"logger {name!r} needs the {module} package, which is not installed: "
-                              f"pip install -e '.[{extra}]'") from None
+            raise ConfigError(
+                f"logger {name!r} needs the {module} package, which is not installed: pip install -e '.[{extra}]'"
+            ) from None
 
 
-def make_loggers(csv_logger: Logger, names: list[str], logs_dir: Path, study: str, run_name: str, version: str,
-                 tags: dict[str, Any] | None = None) -> list[Logger]:
+def make_loggers(
+    csv_logger: Logger,
+    names: list[str],
+    logs_dir: Path,
+    study: str,
+    run_name: str,
+    version: str,
+    tags: dict[str, Any] | None = None,
+) -> list[Logger]:
     """The CSV logger first (the report reads it, and Lightning's `trainer.log_dir` is the
     first logger's), then the requested trackers, in the order given, each once."""
     loggers: list[Logger] = [csv_logger]
     for name in dict.fromkeys(names):
         if name == "tensorboard":
             from pytorch_lightning.loggers import TensorBoardLogger
-            loggers.append(TensorBoardLogger(logs_dir / "tensorboard", name=run_name, version=version,
-                                             default_hp_metric=False))
+
+            loggers.append(
+                TensorBoardLogger(logs_dir / "tensorboard", name=run_name, version=version, default_hp_metric=False)
+            )
         elif name == "mlflow":
             from pytorch_lightning.loggers import MLFlowLogger
+
             # MLflow 3 keeps its file store in maintenance mode and refuses it unless asked.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             store = (logs_dir / "mlflow").resolve()
             if process_rank() == 0:  # other ranks log nothing (Lightning's loggers are rank-zero only)
                 ensure_mlflow_experiment(store, study)
-            loggers.append(MLFlowLogger(experiment_name=study, run_name=f"{run_name}__{version}",
-                                        tracking_uri=f"file:{store}", tags={k: str(v) for k, v in (tags or {}).items()}))
+            loggers.append(
+                MLFlowLogger(
+                    experiment_name=study,
+                    run_name=f"{run_name}__{version}",
+                    tracking_uri=f"file:{store}",
+                    tags={k: str(v) for k, v in (tags or {}).items()},
+                )
+            )
         elif name == "wandb":
             from pytorch_lightning.loggers import WandbLogger
+
             os.environ.setdefault("WANDB_SILENT", "true")
             save_dir = logs_dir / "wandb"
             save_dir.mkdir(parents=True, exist_ok=True)
-            wandb_logger = WandbLogger(project=study, name=f"{run_name}__{version}", save_dir=str(save_dir),
-                                       offline=True, mode="offline", tags=[f"{k}={v}" for k, v in (tags or {}).items()])
+            wandb_logger = WandbLogger(
+                project=study,
+                name=f"{run_name}__{version}",
+                save_dir=str(save_dir),
+                offline=True,
+                mode="offline",
+                tags=[f"{k}={v}" for k, v in (tags or {}).items()],
+            )
             # Lightning passes anonymous=None, which wandb 0.31 answers with a warning per run.
             getattr(wandb_logger, "_wandb_init", {}).pop("anonymous", None)
             loggers.append(wandb_logger)
@@ -87,6 +114,7 @@ def ensure_mlflow_experiment(store: Path, study: str) -> None:
     store checks and creates without one, so two runners of a study starting together made two
     experiments of one name, each with half the runs."""
     from mlflow.tracking import MlflowClient
+
     with file_lock(store.parent / ".mlflow.lock"):
         client = MlflowClient(tracking_uri=f"file:{store}")
         if client.get_experiment_by_name(study) is None:
@@ -98,6 +126,7 @@ def finish_loggers(loggers: list[Logger]) -> None:
     process's current run (the next WandbLogger would log into it) until wandb.finish()."""
     if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
         import wandb
+
         if wandb.run is not None:
             wandb.finish()
 

@@ -57,22 +57,29 @@ def save_weights(path: Path, model: nn.Module) -> Path:
 
 def run_weights(study_dir: Path, record: Record) -> tuple[TrainConfig, dict[str, torch.Tensor]]:
     """A finished run's training config and its saved state_dict."""
-    path = Path(study_dir) / record.weights if record.weights else weights_path(
-        study_dir, run_name(record.step, record.seed), record.config_hash)
+    path = (
+        Path(study_dir) / record.weights
+        if record.weights
+        else weights_path(study_dir, run_name(record.step, record.seed), record.config_hash)
+    )
     if not path.is_file():
-        raise ConfigError(f"no saved weights for {record.step} seed {record.seed} ({path}): the run "
-                          "finished before weights were kept, or they were deleted; delete its record "
-                          "and run the study again to retrain it")
+        raise ConfigError(
+            f"no saved weights for {record.step} seed {record.seed} ({path}): the run "
+            "finished before weights were kept, or they were deleted; delete its record "
+            "and run the study again to retrain it"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ConfigError(f"{path} is unreadable ({type(error).__name__}); delete it and its record "
-                          "and run the study again") from None
+        raise ConfigError(
+            f"{path} is unreadable ({type(error).__name__}); delete it and its record and run the study again"
+        ) from None
     return from_dict(TrainConfig, record.config), state
 
 
-def load_run(study_dir: str | Path, step: str | int, seed: int = 0, budget: int | None = None,
-             cpu_kernels: bool = False) -> nn.Module:
+def load_run(
+    study_dir: str | Path, step: str | int, seed: int = 0, budget: int | None = None, cpu_kernels: bool = False
+) -> nn.Module:
     """The trained network of one finished run (step slug or index, seed; the budget in epochs
     when the study has several), in eval mode, in plain PyTorch layers. `cpu_kernels=True`: with
     the runner's CPU kernels and the 1x1 choices the run trained with (shapes it did not train
@@ -80,8 +87,13 @@ def load_run(study_dir: str | Path, step: str | int, seed: int = 0, budget: int 
     record = find_record(Path(study_dir), step, seed, budget)
     cfg, state = run_weights(Path(study_dir), record)
     step = step_from_spec(record.step, record.spec)
-    model = build_model(step, num_classes=record.num_classes, in_chans=record.in_chans,
-                        width_mult=cfg.width_mult, drop_path_rate=cfg.drop_path_rate)
+    model = build_model(
+        step,
+        num_classes=record.num_classes,
+        in_chans=record.in_chans,
+        width_mult=cfg.width_mult,
+        drop_path_rate=cfg.drop_path_rate,
+    )
     model.load_state_dict(state)
     if cpu_kernels:
         autotune.use_choices(use_cpu_kernels(model), trained_choices(record))
@@ -97,26 +109,33 @@ def trained_choices(record: Record) -> dict[str, str] | None:
 
 # ------------------------------------------------------------------ ImageNet weights (input)
 
+
 def check_pretrained(study: StudyConfig) -> None:
     """Config errors of `train.pretrained` (the study's, or a step's own recipe's), before
     anything trains."""
     wanted = [(step, run_train_config(study, step)) for step in study_steps(study)]
     wanted = [(step, train) for step, train in wanted if train.pretrained is not None]
-    other = [step.slug for step, _ in wanted
-             if step.slug not in TORCHVISION_WEIGHTS or step.spec != get_step(step.slug).spec]
+    other = [
+        step.slug for step, _ in wanted if step.slug not in TORCHVISION_WEIGHTS or step.spec != get_step(step.slug).spec
+    ]
     if other:
-        raise ConfigError(f"train.pretrained: torchvision has ImageNet weights for steps 0 (resnet50) and 15 "
-                          f"(convnext_t) only, not {', '.join(other)}; choose --steps 0,15")
+        raise ConfigError(
+            f"train.pretrained: torchvision has ImageNet weights for steps 0 (resnet50) and 15 "
+            f"(convnext_t) only, not {', '.join(other)}; choose --steps 0,15"
+        )
     for step, train in wanted:
         if train.width_mult != 1.0:
-            raise ConfigError(f"train.pretrained needs train.width_mult 1 (torchvision's widths), got "
-                              f"{train.width_mult} for {step.slug}")
+            raise ConfigError(
+                f"train.pretrained needs train.width_mult 1 (torchvision's widths), got "
+                f"{train.width_mult} for {step.slug}"
+            )
 
 
 def torchvision_weights_file(slug: str) -> tuple[str, Path]:
     """Where torchvision's ImageNet weights for a step come from (URL) and where torch.hub
     keeps them: $TORCH_HOME/hub/checkpoints/<file name of the URL>."""
     import torchvision
+
     weights = getattr(torchvision.models, TORCHVISION_WEIGHTS[slug]).DEFAULT
     return weights.url, Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
@@ -131,9 +150,11 @@ def ensure_torchvision_weights(slug: str) -> Path:
         with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line
             torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), check_hash=False, progress=False)
     except Exception as error:  # noqa: BLE001 - offline, proxy, disk: the same advice
-        raise ConfigError(f"train.pretrained: torchvision's ImageNet weights for {slug} are not in {path} and "
-                          f"could not be downloaded ({type(error).__name__}); download {url} elsewhere and put "
-                          f"it at {path} ($TORCH_HOME/hub/checkpoints/)") from None
+        raise ConfigError(
+            f"train.pretrained: torchvision's ImageNet weights for {slug} are not in {path} and "
+            f"could not be downloaded ({type(error).__name__}); download {url} elsewhere and put "
+            f"it at {path} ($TORCH_HOME/hub/checkpoints/)"
+        ) from None
     return path
 
 
@@ -142,12 +163,15 @@ def torchvision_state_dict(slug: str) -> dict[str, torch.Tensor]:
     try:  # loaded by hand: no check of the hash prefix in the file name
         return dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as error:  # noqa: BLE001
-        raise ConfigError(f"train.pretrained: {path} is not a readable state dict ({type(error).__name__}); "
-                          "delete it and download it again") from None
+        raise ConfigError(
+            f"train.pretrained: {path} is not a readable state dict ({type(error).__name__}); "
+            "delete it and download it again"
+        ) from None
 
 
-def load_pretrained(model: nn.Module, slug: str, in_chans: int,
-                    state: Mapping[str, torch.Tensor] | None = None) -> None:
+def load_pretrained(
+    model: nn.Module, slug: str, in_chans: int, state: Mapping[str, torch.Tensor] | None = None
+) -> None:
     """Copy torchvision's ImageNet weights for step 0 or 15 into `model` (width 1), keeping
     the model's own freshly initialised classifier (the data set's classes are not
     ImageNet's); for in_chans=1 the stem's filters are summed over RGB."""
@@ -165,6 +189,8 @@ def load_pretrained(model: nn.Module, slug: str, in_chans: int,
     try:
         load_torchvision_weights(model, theirs)
     except (ValueError, RuntimeError) as error:
-        raise ConfigError(f"train.pretrained: torchvision's {slug} weights do not fit this model "
-                          f"({str(error).splitlines()[0]}); pretrained needs width_mult 1 and the step's own "
-                          "layer scale") from None
+        raise ConfigError(
+            f"train.pretrained: torchvision's {slug} weights do not fit this model "
+            f"({str(error).splitlines()[0]}); pretrained needs width_mult 1 and the step's own "
+            "layer scale"
+        ) from None

@@ -48,6 +48,7 @@ class World:
         if self.size == 1:
             return value
         import torch.distributed as dist
+
         box = [value if self.rank == 0 else None]
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
@@ -75,6 +76,7 @@ class World:
             return flag
         import torch
         import torch.distributed as dist
+
         tensor = torch.tensor([int(flag)], dtype=torch.int32)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group)
         return bool(tensor.item())
@@ -88,6 +90,7 @@ def start_world(study: StudyConfig) -> World:
     launcher (rank 0 starts the others, which run the same command) or found in the
     environment (SLURM, torchrun). SOLO for a study of one process per run."""
     from .ranks import world_size_of
+
     if world_size_of(study) == 1:
         return SOLO
     import pytorch_lightning as pl
@@ -95,19 +98,30 @@ def start_world(study: StudyConfig) -> World:
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
     from .. import signals
+
     cfg = study.train
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
-    trainer = pl.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                         strategy=cfg.strategy, plugins=plugins, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        plugins=plugins,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     strategy = trainer.strategy
     if trainer.world_size == 1:
         return SOLO
     launcher = strategy.launcher
     if launcher is not None and type(launcher).__name__ != "_SubprocessScriptLauncher":
         # spawn and fork launchers run the fit in new processes that do not run the study loop
-        raise ConfigError(f"train.strategy={cfg.strategy!r} starts its ranks by {type(launcher).__name__}; every rank "
-                          "must run the study loop: use strategy ddp (or a ddp_* variant without spawn/fork)")
+        raise ConfigError(
+            f"train.strategy={cfg.strategy!r} starts its ranks by {type(launcher).__name__}; every rank "
+            "must run the study loop: use strategy ddp (or a ddp_* variant without spawn/fork)"
+        )
     if not dist.is_initialized():
         if launcher is not None:
             launcher.launch(strategy.setup_environment)  # starts the other ranks on this node, if it must
@@ -116,9 +130,13 @@ def start_world(study: StudyConfig) -> World:
     children = [proc.pid for proc in getattr(launcher, "procs", [])]
     if children:
         signals.forward_to(children)  # a stop signal to rank 0 reaches every rank it started
-    world = World(rank=dist.get_rank(), size=dist.get_world_size(), group=dist.new_group(backend="gloo"),
-                  children=children)
+    world = World(
+        rank=dist.get_rank(), size=dist.get_world_size(), group=dist.new_group(backend="gloo"), children=children
+    )
     if world.size != world_size_of(study):
-        print(f"warning: the study plans {world_size_of(study)} process(es) per run and Lightning started "
-              f"{world.size}", file=sys.stderr, flush=True)
+        print(
+            f"warning: the study plans {world_size_of(study)} process(es) per run and Lightning started {world.size}",
+            file=sys.stderr,
+            flush=True,
+        )
     return world

@@ -34,7 +34,8 @@ def test_a_failed_write_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("damage", ["last truncated", "last empty, previous truncated"])
 def test_an_unloadable_checkpoint_is_set_aside_and_the_run_still_ends_identical(
-        tiny_reference, tmp_path, monkeypatch, capsys, damage):
+    tiny_reference, tmp_path, monkeypatch, capsys, damage
+):
     """The issue's reproduction: SIGINT a run, truncate its checkpoint, run again (before: a
     traceback on every rerun)."""
     config, out = tiny_study(tmp_path), tmp_path / "out"
@@ -86,5 +87,8 @@ def test_resuming_on_another_thread_count_says_the_bits_will_differ(tmp_path, mo
     capsys.readouterr()
     assert runner.main(main_args(config, out)) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "thread" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: patchify_stem__seed0") and \
-        f"trained on {torch.get_num_threads()} CPU thread(s) and resumes on 1" in warnings[0], warnings
+    assert (
+        len(warnings) == 1
+        and warnings[0].startswith("warning: patchify_stem__seed0")
+        and f"trained on {torch.get_num_threads()} CPU thread(s) and resumes on 1" in warnings[0]
+    ), warnings

@@ -12,14 +12,24 @@ from robust_helpers import tiny_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
 # Enough batches (256) that a run is interrupted mid-way and checkpoints every second.
 def study_file(tmp_path: Path, steps: str = "patchify_stem", train_size: int = 4096) -> Path:
     return tiny_study(tmp_path, steps, train_size=train_size, name="robust", val_size=256, batch_size=32)
 
 
 def command(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "runner.py"), "--config", str(config), "--out", str(out),
-            "--plots", str(out / "plots"), *extra]
+    return [
+        sys.executable,
+        str(ROOT / "runner.py"),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--plots",
+        str(out / "plots"),
+        *extra,
+    ]
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -101,12 +111,27 @@ def test_two_runners_on_one_study_never_run_the_same_run(tmp_path):
 def test_shards_split_the_study_and_together_complete_it(tmp_path):
     config, out = study_file(tmp_path, steps="0-2", train_size=512), tmp_path / "out"  # no interruption here
     for shard in ("0/2", "1/2"):
-        result = subprocess.run(command(config, out, "--shard", shard, "--epochs", "1"), capture_output=True,
-                                text=True, timeout=600)
+        result = subprocess.run(
+            command(config, out, "--shard", shard, "--epochs", "1"), capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(records(out)) == ["patchify_stem__seed0", "resnet50__seed0", "stage_ratio__seed0"]
-    result = subprocess.run([sys.executable, str(ROOT / "runner.py"), "plot", "--study", "robust", "--out", str(out),
-                             "--plots", str(out / "plots")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "runner.py"),
+            "plot",
+            "--study",
+            "robust",
+            "--out",
+            str(out),
+            "--plots",
+            str(out / "plots"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "plots" / "robust" / "roadmap.png").exists()
 
@@ -114,8 +139,12 @@ def test_shards_split_the_study_and_together_complete_it(tmp_path):
 def test_ddp_two_cpu_processes(tmp_path):
     """One run on two processes through Lightning's DDP (gloo on CPU): one record, written once."""
     config, out = study_file(tmp_path, steps="patchify_stem"), tmp_path / "out"
-    result = subprocess.run(command(config, out, "--devices", "2", "--strategy", "ddp", "--epochs", "1"),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command(config, out, "--devices", "2", "--strategy", "ddp", "--epochs", "1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     found = records(out)
     assert list(found) == ["patchify_stem__seed0"]

@@ -60,6 +60,7 @@ def test_signal_during_the_final_checkpoint_write(tiny_reference, tmp_path, monk
 def test_signal_between_the_final_checkpoint_and_the_record(tiny_reference, tmp_path, monkeypatch, capsys, window):
     from convnext_roadmap.train import checkpoints
     from convnext_roadmap.train import run as study
+
     no_figures(monkeypatch)
     if window == "after the final checkpoint":
         original = checkpoints.EpochEndCheckpoint.on_train_epoch_end
@@ -84,6 +85,7 @@ def test_signal_between_the_final_checkpoint_and_the_record(tiny_reference, tmp_
 def test_signal_while_planning(tiny_reference, tmp_path, monkeypatch, capsys):
     """Before: SIGTERM outside trainer.fit killed the runner (exit 143, no message)."""
     from convnext_roadmap.study import plan as study
+
     no_figures(monkeypatch)
     real_plan = study.plan_runs
 
@@ -131,6 +133,7 @@ def test_a_signal_ignored_by_the_parent_stays_ignored():
     """A shell starts background jobs with SIGINT ignored (Ctrl-C in the terminal spares
     them); the runner leaves it so, as Python does, and takes over the other stop signals."""
     from convnext_roadmap import signals
+
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         signals.install()
@@ -150,10 +153,12 @@ def test_jobs_stop_when_their_runner_is_killed(tmp_path):
     """--jobs 2 and the parent killed with -9: each job checkpoints and exits instead of
     training on in its own session with its run's lock held (a rerun skipped those runs)."""
     from robust_helpers import run_study
+
     config, out = tiny_study(tmp_path, seeds="[0, 1]", train_size=2048), tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    parent = subprocess.Popen([*cli(config, out), "--jobs", "2"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env)
+    parent = subprocess.Popen(
+        [*cli(config, out), "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "tiny" / "checkpoints").glob("*/last.ckpt"))) < 2:
         assert parent.poll() is None

@@ -25,8 +25,11 @@ def _true(value: object) -> bool:
 def _verdict(row_first: pd.Series, row_last: pd.Series, change: pd.Series | None) -> tuple[str, str]:
     """A panel's one-line verdict and its colour: whether the Δ turns around, changes, or holds."""
     first, last = row_first, row_last
-    flipped = (_true(first["resolved"]) and _true(last["resolved"])
-               and np.sign(first["delta_vs_parent"]) != np.sign(last["delta_vs_parent"]))
+    flipped = (
+        _true(first["resolved"])
+        and _true(last["resolved"])
+        and np.sign(first["delta_vs_parent"]) != np.sign(last["delta_vs_parent"])
+    )
     if flipped:
         return "turns around", "#B8860B"
     if change is not None and _true(change["resolved"]):
@@ -45,8 +48,9 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
     rows = math.ceil(panels / COLUMNS)
     fig = new_figure((3.2 * COLUMNS, 2.35 * rows + 1.3))
     top = 1 - 1.05 / fig.get_figheight()
-    fig.subplots_adjust(left=0.06, right=0.985, top=top, bottom=0.45 / fig.get_figheight() + 0.02,
-                        hspace=0.75, wspace=0.32)
+    fig.subplots_adjust(
+        left=0.06, right=0.985, top=top, bottom=0.45 / fig.get_figheight() + 0.02, hspace=0.75, wspace=0.32
+    )
     fig.text(0.01, 1 - 0.12 / fig.get_figheight(), title, ha="left", va="top", fontsize=13, fontweight="bold")
     fig.text(0.01, 1 - 0.45 / fig.get_figheight(), subtitle, ha="left", va="top", fontsize=8.5, color="#444444")
 
@@ -76,15 +80,31 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
         paper = first["paper_delta_vs_parent"]
         if not math.isnan(paper):
             ax.axhline(paper, color=PAPER_COLOR, lw=1.0, ls="--", zorder=1)
-            ax.text(0.99, paper, "paper", transform=ax.get_yaxis_transform(), color=PAPER_COLOR, fontsize=7,
-                    va="bottom", ha="right")
+            ax.text(
+                0.99,
+                paper,
+                "paper",
+                transform=ax.get_yaxis_transform(),
+                color=PAPER_COLOR,
+                fontsize=7,
+                va="bottom",
+                ha="right",
+            )
         measured = part[part["n_pairs"] >= 2]
         last = measured.iloc[-1] if len(measured) else part.iloc[-1]
         verdict, tone = _verdict(part.iloc[0], last, moved.loc[slug] if slug in moved.index else None)
         index = "" if pd.isna(first["step_index"]) else f"{int(first['step_index'])} "
         ax.set_title(wrap_text(f"{index}{first['label']}", 34), loc="left", fontsize=9, fontweight="bold", pad=14)
-        ax.text(0, 1.02, verdict, transform=ax.transAxes, fontsize=7.5, color=tone, va="bottom",
-                fontweight="normal" if tone == "#666666" else "bold")
+        ax.text(
+            0,
+            1.02,
+            verdict,
+            transform=ax.transAxes,
+            fontsize=7.5,
+            color=tone,
+            va="bottom",
+            fontweight="normal" if tone == "#666666" else "bold",
+        )
         _axes(ax, budgets, reach)
         if k % COLUMNS == 0:
             ax.set_ylabel("Δ vs parent (points)", fontsize=8)
@@ -111,16 +131,37 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
     lo = agreement["spearman_ci_low"].reindex(budgets).to_numpy(float)
     hi = agreement["spearman_ci_high"].reindex(budgets).to_numpy(float)
     rho.axhline(0, color="#555555", lw=0.8)
-    rho.errorbar(xs, r, yerr=np.vstack([np.nan_to_num(r - lo), np.nan_to_num(hi - r)]), fmt="o-", color="#222222",
-                 ms=6, capsize=3)
+    rho.errorbar(
+        xs,
+        r,
+        yerr=np.vstack([np.nan_to_num(r - lo), np.nan_to_num(hi - r)]),
+        fmt="o-",
+        color="#222222",
+        ms=6,
+        capsize=3,
+    )
     rho.set_title("Spearman ρ with Table 10's Δs", loc="left", fontsize=9, fontweight="bold", pad=14)
-    rho.text(0, 1.02, "95% bootstrap interval over the changes", transform=rho.transAxes, fontsize=7.5,
-             color="#666666", va="bottom")
+    rho.text(
+        0,
+        1.02,
+        "95% bootstrap interval over the changes",
+        transform=rho.transAxes,
+        fontsize=7.5,
+        color="#666666",
+        va="bottom",
+    )
     _axes(rho, budgets, None)
     rho.set_ylim(-1.05, 1.05)
-    fig.text(0.01, 0.01, "● filled: the 95% paired t interval excludes 0   ○ hollow: it does not   "
-             "▲▼ the interval runs past the axis   - - paper Δ (ImageNet-1K, 300 epochs)",
-             fontsize=8, color="#444444", ha="left", va="bottom")
+    fig.text(
+        0.01,
+        0.01,
+        "● filled: the 95% paired t interval excludes 0   ○ hollow: it does not   "
+        "▲▼ the interval runs past the axis   - - paper Δ (ImageNet-1K, 300 epochs)",
+        fontsize=8,
+        color="#444444",
+        ha="left",
+        va="bottom",
+    )
     return fig
 
 

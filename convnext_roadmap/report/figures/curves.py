@@ -68,10 +68,15 @@ def draw_curves(frame: pd.DataFrame, curves: dict[str, pd.Series], subtitle: str
         if curve is None:
             continue
         color = cmap(0.05 + 0.9 * r.order / n_total)
-        style = dict(color=color, lw=1.6, ls="--" if r.step in sweep else "-",
-                     marker="o" if len(curve) <= 30 else None, ms=2.5)
-        full.plot(curve.index, curve.to_numpy(), **style,
-                  label=f"{r.order:>2}  {r.label}" + (" (sweep)" if r.step in sweep else ""))
+        style = dict(
+            color=color, lw=1.6, ls="--" if r.step in sweep else "-", marker="o" if len(curve) <= 30 else None, ms=2.5
+        )
+        full.plot(
+            curve.index,
+            curve.to_numpy(),
+            **style,
+            label=f"{r.order:>2}  {r.label}" + (" (sweep)" if r.step in sweep else ""),
+        )
         zoom.plot(curve.index, curve.to_numpy(), **style)
         tail_vals.extend(curve[curve.index >= last_x / 2].tolist())
     zoom.set_xlim(last_x / 2 - 0.02 * last_x, last_x * 1.02)
@@ -87,11 +92,21 @@ def draw_curves(frame: pd.DataFrame, curves: dict[str, pd.Series], subtitle: str
         ax.set_title(name, loc="left", fontsize=10, fontweight="normal", color="#444444")
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    fig.legend(loc="center left", bbox_to_anchor=(0.715, 0.5), frameon=False,
-               title="step (mean over seeds)", title_fontproperties={"weight": "bold",
-                                                                      "size": 9.5})
-    fig.text(0.08, 0.975, "Validation top-1 during training", ha="left", va="top",
-             fontsize=13, fontweight="bold")
-    fig.text(0.08, 0.94, subtitle + "\nDashed: sweep branch. Colour and number follow the "
-             "order in the study.", ha="left", va="top", fontsize=8.5, color="#444444")
+    fig.legend(
+        loc="center left",
+        bbox_to_anchor=(0.715, 0.5),
+        frameon=False,
+        title="step (mean over seeds)",
+        title_fontproperties={"weight": "bold", "size": 9.5},
+    )
+    fig.text(0.08, 0.975, "Validation top-1 during training", ha="left", va="top", fontsize=13, fontweight="bold")
+    fig.text(
+        0.08,
+        0.94,
+        subtitle + "\nDashed: sweep branch. Colour and number follow the order in the study.",
+        ha="left",
+        va="top",
+        fontsize=8.5,
+        color="#444444",
+    )
     return fig

@@ -34,7 +34,7 @@ def _rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, int]:
     chain, refs = frame[~frame["reference"]], frame[frame["reference"]]
     rows = pd.concat([chain, refs], ignore_index=True)
     ys = np.arange(len(rows), dtype=float)
-    ys[len(chain):] += 0.6
+    ys[len(chain) :] += 0.6
     return rows, ys, len(chain)
 
 
@@ -49,8 +49,18 @@ def _measured_limits(rows: pd.DataFrame) -> tuple[float, float]:
 
 
 def _delta_limit(rows: pd.DataFrame) -> float:
-    values = pd.concat([rows["delta_vs_parent"], rows["delta_vs_parent_ci_low"], rows["delta_vs_parent_ci_high"],
-                        rows["paper_delta_vs_parent"]]).dropna().abs()
+    values = (
+        pd.concat(
+            [
+                rows["delta_vs_parent"],
+                rows["delta_vs_parent_ci_low"],
+                rows["delta_vs_parent_ci_high"],
+                rows["paper_delta_vs_parent"],
+            ]
+        )
+        .dropna()
+        .abs()
+    )
     return max(float(values.max()) * 1.12 if len(values) else 0.0, 0.5)
 
 
@@ -71,8 +81,10 @@ def draw_roadmap(frame: pd.DataFrame, records: list[Record], title: str, subtitl
     if title_lines > 1:  # room for the title's second line
         height += 0.26
         fig.set_size_inches(12.5, height)
-    labels = [f"{r.label}" + ("  · sweep" if r.sweep else "") + ("" if pd.isna(r.step_index) else f"  {r.step_index}")
-              for r in rows.itertuples(index=False)]
+    labels = [
+        f"{r.label}" + ("  · sweep" if r.sweep else "") + ("" if pd.isna(r.step_index) else f"  {r.step_index}")
+        for r in rows.itertuples(index=False)
+    ]
     phases = [_two_lines(p) for p, _, _ in phase_spans(rows.iloc[:n_chain])]
     label_w, phase_w = _text_width(fig, labels, 9.5, bold=True), _text_width(fig, phases, 9, bold=True)
     left = min(max(0.04 + phase_w + label_w, 0.2), 0.36)
@@ -94,10 +106,27 @@ def draw_roadmap(frame: pd.DataFrame, records: list[Record], title: str, subtitl
         for ax in (measured, delta):
             if k % 2 == 0:
                 ax.axhspan(first - 0.5, last + 0.5, color="#f3f3f3", zorder=0, lw=0)
-        measured.plot([bracket_x, bracket_x], [first - 0.35, last + 0.35], transform=label_tf, color=color,
-                      lw=2.2, clip_on=False, solid_capstyle="butt")
-        measured.text(bracket_x - 0.006, (first + last) / 2, phases[k], transform=label_tf, ha="right",
-                      va="center", fontsize=9, color=color, fontweight="bold", linespacing=1.0)
+        measured.plot(
+            [bracket_x, bracket_x],
+            [first - 0.35, last + 0.35],
+            transform=label_tf,
+            color=color,
+            lw=2.2,
+            clip_on=False,
+            solid_capstyle="butt",
+        )
+        measured.text(
+            bracket_x - 0.006,
+            (first + last) / 2,
+            phases[k],
+            transform=label_tf,
+            ha="right",
+            va="center",
+            fontsize=9,
+            color=color,
+            fontweight="bold",
+            linespacing=1.0,
+        )
     if n > n_chain:
         for ax in (measured, delta):
             ax.axhline(n_chain - 0.5 + 0.3, color="#888888", lw=0.8, ls=(0, (4, 3)))
@@ -105,32 +134,83 @@ def draw_roadmap(frame: pd.DataFrame, records: list[Record], title: str, subtitl
     for y, r in zip(ys, rows.itertuples(index=False)):
         color = phase_color("reference" if r.reference else r.phase)
         if r.status == "done" and not math.isnan(r.top1_mean):
-            measured.barh(y, r.top1_mean - x0, left=x0, height=0.66, color=color,
-                          alpha=0.38 if (r.sweep or r.reference) else 0.9, hatch="////" if r.sweep else None,
-                          edgecolor=color, lw=0.8, zorder=2)
+            measured.barh(
+                y,
+                r.top1_mean - x0,
+                left=x0,
+                height=0.66,
+                color=color,
+                alpha=0.38 if (r.sweep or r.reference) else 0.9,
+                hatch="////" if r.sweep else None,
+                edgecolor=color,
+                lw=0.8,
+                zorder=2,
+            )
             if not math.isnan(r.top1_std):
-                measured.errorbar(r.top1_mean, y, xerr=r.top1_std, fmt="none", ecolor="#333333", elinewidth=1.1,
-                                  capsize=3, zorder=3)
-            measured.annotate(f"{r.top1_mean:.2f}", (x0, y), xytext=(4, 0), textcoords="offset points",
-                              ha="left", va="center", fontsize=8, fontweight="bold", zorder=4,
-                              color="#333333" if (r.sweep or r.reference) else "white")
+                measured.errorbar(
+                    r.top1_mean, y, xerr=r.top1_std, fmt="none", ecolor="#333333", elinewidth=1.1, capsize=3, zorder=3
+                )
+            measured.annotate(
+                f"{r.top1_mean:.2f}",
+                (x0, y),
+                xytext=(4, 0),
+                textcoords="offset points",
+                ha="left",
+                va="center",
+                fontsize=8,
+                fontweight="bold",
+                zorder=4,
+                color="#333333" if (r.sweep or r.reference) else "white",
+            )
             if r.n_seeds < rows["n_seeds"].max():  # fewer seeds than the others: say so
-                measured.annotate(f"n={r.n_seeds}", (r.top1_mean + (0 if math.isnan(r.top1_std) else r.top1_std), y),
-                                  xytext=(4, 0), textcoords="offset points", ha="left", va="center", fontsize=8,
-                                  color="#333333", style="italic", zorder=4)
+                measured.annotate(
+                    f"n={r.n_seeds}",
+                    (r.top1_mean + (0 if math.isnan(r.top1_std) else r.top1_std), y),
+                    xytext=(4, 0),
+                    textcoords="offset points",
+                    ha="left",
+                    va="center",
+                    fontsize=8,
+                    color="#333333",
+                    style="italic",
+                    zorder=4,
+                )
             if r.n_did_not_learn:  # at chance level: the bar says nothing about the change
-                measured.annotate(f"⚠ {r.n_did_not_learn} did not learn", (x0, y), xytext=(42, 0),
-                                  textcoords="offset points", ha="left", va="center", fontsize=8,
-                                  color=STATUS_COLORS["failed"], fontweight="bold", zorder=5)
+                measured.annotate(
+                    f"⚠ {r.n_did_not_learn} did not learn",
+                    (x0, y),
+                    xytext=(42, 0),
+                    textcoords="offset points",
+                    ha="left",
+                    va="center",
+                    fontsize=8,
+                    color=STATUS_COLORS["failed"],
+                    fontweight="bold",
+                    zorder=5,
+                )
             if r.reference:  # a reference line across the chain, as the paper draws Swin-T
-                measured.plot([r.top1_mean, r.top1_mean], [-0.5, n_chain - 0.5], color=color, lw=1.1, ls=":",
-                              zorder=1)
+                measured.plot([r.top1_mean, r.top1_mean], [-0.5, n_chain - 0.5], color=color, lw=1.1, ls=":", zorder=1)
         else:
             text = {"failed": short_failure(records, r.step), "missing": "not run"}.get(r.status, "no top-1")
-            measured.annotate(text, (x0, y), xytext=(4, 0), textcoords="offset points", ha="left", va="center",
-                              fontsize=9, style="italic", color=STATUS_COLORS.get(r.status, "#8a8a8a"))
-        _draw_delta(delta, y, r, color, parent_in_study=r.parent in set(rows["step"]),
-                    parent_label=dict(zip(rows["step"], rows["label"])).get(r.parent, ""))
+            measured.annotate(
+                text,
+                (x0, y),
+                xytext=(4, 0),
+                textcoords="offset points",
+                ha="left",
+                va="center",
+                fontsize=9,
+                style="italic",
+                color=STATUS_COLORS.get(r.status, "#8a8a8a"),
+            )
+        _draw_delta(
+            delta,
+            y,
+            r,
+            color,
+            parent_in_study=r.parent in set(rows["step"]),
+            parent_label=dict(zip(rows["step"], rows["label"])).get(r.parent, ""),
+        )
 
     measured.set_yticks(ys, labels)
     # Bold: the start, and the last step when it is the child of the step above it (the end of
@@ -152,8 +232,9 @@ def draw_roadmap(frame: pd.DataFrame, records: list[Record], title: str, subtitl
         for side in ("right", "top"):
             ax.spines[side].set_visible(False)
     dataset = sorted({str(r.dataset) for r in records if r.dataset})
-    measured.set_xlabel(f"measured top-1 (%){' on ' + '/'.join(dataset) if dataset else ''}\nmean ± std over seeds",
-                        fontsize=9.5)
+    measured.set_xlabel(
+        f"measured top-1 (%){' on ' + '/'.join(dataset) if dataset else ''}\nmean ± std over seeds", fontsize=9.5
+    )
     delta.axvline(0, color="#555555", lw=0.9, zorder=1)
     delta.set_xlabel(_delta_heading(rows) + "\nmeasured: paired mean, 95% CI; ◇ paper", fontsize=9.5)
     _number_columns(fig, measured, ys, rows)
@@ -162,17 +243,49 @@ def draw_roadmap(frame: pd.DataFrame, records: list[Record], title: str, subtitl
         Patch(facecolor="#777777", edgecolor="#777777", label="measured top-1 (mean ± std)"),
         Line2D([], [], marker="o", ls="-", color="#555555", ms=6, label="Δ resolved (95% CI excludes 0)"),
         Line2D([], [], marker="o", ls="-", color=UNRESOLVED, mfc="white", ms=6, label="Δ unresolved"),
-        Line2D([], [], marker="D", ls="none", color=PAPER_COLOR, mfc="white", ms=5.5, mew=1.3,
-               label="paper Δ (ImageNet-1K)"),
+        Line2D(
+            [],
+            [],
+            marker="D",
+            ls="none",
+            color=PAPER_COLOR,
+            mfc="white",
+            ms=5.5,
+            mew=1.3,
+            label="paper Δ (ImageNet-1K)",
+        ),
     ]
     if rows["sweep"].any():
         handles.append(Patch(facecolor="#77777760", edgecolor="#777777", hatch="////", label="sweep branch"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
-               bbox_to_anchor=(0.5, 0.0), columnspacing=1.3, handlelength=1.8, fontsize=8.5)
-    fig.text(0.5, 1 - 0.18 / height, _wrapped(title, title_lines), ha="center", va="top", fontsize=13,
-             fontweight="bold", linespacing=1.15)
-    fig.text(0.5, 1 - (0.5 + 0.26 * (title_lines > 1)) / height, subtitle, ha="center", va="top", fontsize=8.8,
-             color="#444444")
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=len(handles),
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+        columnspacing=1.3,
+        handlelength=1.8,
+        fontsize=8.5,
+    )
+    fig.text(
+        0.5,
+        1 - 0.18 / height,
+        _wrapped(title, title_lines),
+        ha="center",
+        va="top",
+        fontsize=13,
+        fontweight="bold",
+        linespacing=1.15,
+    )
+    fig.text(
+        0.5,
+        1 - (0.5 + 0.26 * (title_lines > 1)) / height,
+        subtitle,
+        ha="center",
+        va="top",
+        fontsize=8.8,
+        color="#444444",
+    )
     return fig
 
 
@@ -181,21 +294,49 @@ def _draw_delta(ax, y: float, r, color: str, parent_in_study: bool, parent_label
     if not pd.isna(r.paper_delta_vs_parent) and parent_in_study:
         ax.plot(r.paper_delta_vs_parent, y + 0.17, "D", color=PAPER_COLOR, mfc="white", ms=5.5, mew=1.3, zorder=5)
     if pd.isna(r.delta_vs_parent):
-        note = ("the baseline: no parent" if r.parent is None or pd.isna(r.parent) else
-                "its parent is not in the study" if not parent_in_study else "no seeds shared with its parent")
-        ax.annotate(note, (ax.get_xlim()[0], y), xytext=(4, 0), textcoords="offset points", ha="left",
-                    va="center", fontsize=8, style="italic", color="#8a8a8a")
+        note = (
+            "the baseline: no parent"
+            if r.parent is None or pd.isna(r.parent)
+            else "its parent is not in the study"
+            if not parent_in_study
+            else "no seeds shared with its parent"
+        )
+        ax.annotate(
+            note,
+            (ax.get_xlim()[0], y),
+            xytext=(4, 0),
+            textcoords="offset points",
+            ha="left",
+            va="center",
+            fontsize=8,
+            style="italic",
+            color="#8a8a8a",
+        )
         return
     resolved = bool(r.resolved) if not pd.isna(r.resolved) else False
     shade = color if resolved else UNRESOLVED
     if not pd.isna(r.delta_vs_parent_ci_low):
-        ax.plot([r.delta_vs_parent_ci_low, r.delta_vs_parent_ci_high], [y - 0.1, y - 0.1], color=shade, lw=1.8,
-                solid_capstyle="butt", zorder=3)
-    ax.plot(r.delta_vs_parent, y - 0.1, "o", color=shade, mfc=shade if resolved else "white", ms=6.5, mew=1.6,
-            zorder=4)
+        ax.plot(
+            [r.delta_vs_parent_ci_low, r.delta_vs_parent_ci_high],
+            [y - 0.1, y - 0.1],
+            color=shade,
+            lw=1.8,
+            solid_capstyle="butt",
+            zorder=3,
+        )
+    ax.plot(r.delta_vs_parent, y - 0.1, "o", color=shade, mfc=shade if resolved else "white", ms=6.5, mew=1.6, zorder=4)
     if r.reference:  # compared with the study's final step, not with a parent
-        ax.annotate(f"vs {parent_label}", (ax.get_xlim()[0], y + 0.28), xytext=(4, 0), textcoords="offset points",
-                    ha="left", va="center", fontsize=7.5, style="italic", color="#555555")
+        ax.annotate(
+            f"vs {parent_label}",
+            (ax.get_xlim()[0], y + 0.28),
+            xytext=(4, 0),
+            textcoords="offset points",
+            ha="left",
+            va="center",
+            fontsize=7.5,
+            style="italic",
+            color="#555555",
+        )
 
 
 def _two_lines(phase: str) -> str:
@@ -224,7 +365,7 @@ def _wrapped(title: str, lines: int) -> str:
     middle = len(title) // 2
     spaces = [i for i, c in enumerate(title) if c == " "] or [middle]
     cut = min(spaces, key=lambda i: abs(i - middle))
-    return f"{title[:cut]}\n{title[cut + 1:]}"
+    return f"{title[:cut]}\n{title[cut + 1 :]}"
 
 
 def _text_width(fig: Figure, texts: list[str], size: float, bold: bool = False) -> float:
@@ -243,12 +384,33 @@ def _number_columns(fig: Figure, ax, ys: np.ndarray, rows: pd.DataFrame) -> None
     tf = blended_transform_factory(fig.transFigure, ax.transData)
     width = rows["width_mult"].dropna()
     params = f"params\n(×{width.iloc[0]:g} width)" if len(width) and width.nunique() == 1 else "params\n(trained)"
-    columns = [("paper\ntop-1", "paper_top1", ".1f", 0.81), (params, "params_m", ".2f", 0.875),
-               ("GMACs@224\n(width ×1)", "gmacs_224", ".2f", 0.945)]
+    columns = [
+        ("paper\ntop-1", "paper_top1", ".1f", 0.81),
+        (params, "params_m", ".2f", 0.875),
+        ("GMACs@224\n(width ×1)", "gmacs_224", ".2f", 0.945),
+    ]
     for heading, column, spec, x in columns:
-        ax.text(x, ys[0] - 0.75, heading, transform=tf, ha="center", va="bottom", fontsize=8.3, fontweight="bold",
-                color="#333333", linespacing=1.0)
+        ax.text(
+            x,
+            ys[0] - 0.75,
+            heading,
+            transform=tf,
+            ha="center",
+            va="bottom",
+            fontsize=8.3,
+            fontweight="bold",
+            color="#333333",
+            linespacing=1.0,
+        )
         for y, value in zip(ys, rows[column]):
             text = _fmt(value, spec) + ("M" if column == "params_m" and not pd.isna(value) else "")
-            ax.text(x, y, text, transform=tf, ha="center", va="center", fontsize=8.8,
-                    color=PAPER_COLOR if column == "paper_top1" else "#333333")
+            ax.text(
+                x,
+                y,
+                text,
+                transform=tf,
+                ha="center",
+                va="center",
+                fontsize=8.8,
+                color=PAPER_COLOR if column == "paper_top1" else "#333333",
+            )

@@ -36,9 +36,16 @@ def phase_color(phase: str) -> str:
 
 
 STYLE = {
-    "font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10.5, "legend.fontsize": 8.5,
-    "xtick.labelsize": 9, "ytick.labelsize": 9.5, "axes.titleweight": "bold",
-    "svg.fonttype": "none", "axes.axisbelow": True, "hatch.linewidth": 0.8,
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.labelsize": 10.5,
+    "legend.fontsize": 8.5,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9.5,
+    "axes.titleweight": "bold",
+    "svg.fonttype": "none",
+    "axes.axisbelow": True,
+    "hatch.linewidth": 0.8,
 }
 
 
@@ -56,8 +63,11 @@ def save(fig: Figure, path: Path) -> Path:
     fmt = path.suffix.lstrip(".")
     metadata = {"Date": None} if fmt in ("svg", "pdf") else None
     with mpl.rc_context({"svg.hashsalt": "convnext-roadmap"}):  # stable SVG ids
-        atomic_write(path, lambda handle: fig.savefig(handle, format=fmt, dpi=150, facecolor="white",
-                                                      metadata=metadata), binary=True)
+        atomic_write(
+            path,
+            lambda handle: fig.savefig(handle, format=fmt, dpi=150, facecolor="white", metadata=metadata),
+            binary=True,
+        )
     return path
 
 
@@ -69,19 +79,26 @@ def study_description(records: list[Record]) -> str:
         return "no runs recorded yet"
 
     def values(key: str, of: Any = None) -> str:
-        seen = sorted({str(of(r) if of else getattr(r, key)) for r in records
-                       if (of(r) if of else getattr(r, key)) is not None}, key=_natural)
+        seen = sorted(
+            {str(of(r) if of else getattr(r, key)) for r in records if (of(r) if of else getattr(r, key)) is not None},
+            key=_natural,
+        )
         return "/".join(seen) if seen else "?"
 
     seeds = sorted({int(r.seed) for r in records})
     epochs = values("budget", lambda r: r.budget)
     images = values("images", lambda r: f"{r.train_images}+{r.val_images}" if r.train_images else None)
-    subsets = [f"{key} {value}" for key in ("train_subset", "val_subset")
-               for value in sorted({r.config_value(key) for r in records} - {None}, key=str)]
+    subsets = [
+        f"{key} {value}"
+        for key in ("train_subset", "val_subset")
+        for value in sorted({r.config_value(key) for r in records} - {None}, key=str)
+    ]
     data = f"{values('dataset')} ({images} images{', ' + ', '.join(subsets) if subsets else ''})"
-    return (f"study {values('study')}: {data} at {values('resolution')} px, "
-            f"{epochs} epoch{'' if epochs == '1' else 's'}, width ×{values('width_mult')}, preset "
-            f"{values('preset')}, seeds {','.join(map(str, seeds))}, precision {values('precision')}")
+    return (
+        f"study {values('study')}: {data} at {values('resolution')} px, "
+        f"{epochs} epoch{'' if epochs == '1' else 's'}, width ×{values('width_mult')}, preset "
+        f"{values('preset')}, seeds {','.join(map(str, seeds))}, precision {values('precision')}"
+    )
 
 
 def _natural(text: str) -> tuple:
