@@ -11,15 +11,16 @@ rebuilt at any time and always agrees with the records.
     draw_figures(Path("results/cpu"), Path("plots/cpu"))
 
 Modules: stats (paired deltas, scipy), summary (one row per step), tables, and the figures
-(figures/: roadmap, scatter, curves; style holds what they share), compare (studies side by side), listing (the roadmap before training).
+(figures/: roadmap, scatter, curves, budget; style holds what they share), compare (studies side
+by side), listing (the roadmap before training).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib as mpl
 import pandas as pd
+from matplotlib.figure import Figure
 
 from convnext_steps import list_roadmaps, list_steps
 
@@ -29,7 +30,7 @@ from .figures.budget import draw_budget
 from .figures.curves import draw_curves, metrics_csv, val_curve
 from .figures.roadmap import draw_roadmap
 from .figures.scatter import draw_scatter
-from .figures.style import STYLE, save, study_description
+from .figures.style import figure_context, save, study_description
 from .stats import paired_delta, prob_improvement, seeds_to_resolve
 from .summary import (
     RUN_COLUMNS,
@@ -57,6 +58,7 @@ __all__ = [
     "markdown_table",
     "write_tables",
     "draw_figures",
+    "study_figures",
     "paired_delta",
     "prob_improvement",
     "seeds_to_resolve",
@@ -85,39 +87,56 @@ def draw_figures(study_dir: Path, plots_dir: Path) -> list[Path]:
     budgets draws each of them per budget (`roadmap_<b>ep.png`, ...) and budget.png."""
     study_dir, plots_dir = Path(study_dir), Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
+    with figure_context():
+        return save_figures(study_figures(study_dir), plots_dir)
+
+
+def save_figures(figures: list[tuple[str, Figure]], plots_dir: Path) -> list[Path]:
+    """study_figures' figures written into plots_dir: each as .png, the roadmap also as .svg."""
+    written: list[Path] = []
+    with figure_context():
+        for stem, fig in figures:
+            for ext in (".png", ".svg") if stem.startswith("roadmap") else (".png",):
+                written.append(save(fig, Path(plots_dir) / f"{stem}{ext}"))
+    return written
+
+
+def study_figures(study_dir: Path) -> list[tuple[str, Figure]]:
+    """The study's figures, unsaved, as (file name without extension, figure): what
+    draw_figures writes (roadmap is written as .png and .svg)."""
+    study_dir = Path(study_dir)
     records = load_records(study_dir)
     steps = study_steps(study_dir, records)
     budgets = study_budgets(study_dir, records)
     frame = summarize(records, steps, budgets)
-    written: list[Path] = []
-    with mpl.rc_context(STYLE):
+    figures: list[tuple[str, Figure]] = []
+    with figure_context():
         for budget in budgets:
             part = frame[frame["budget_epochs"] == budget].reset_index(drop=True)
             suffix = "" if len(budgets) == 1 else f"_{budget}ep"
-            written += _budget_figures(
-                study_dir, plots_dir, part, [r for r in records if r.budget == budget], suffix, len(budgets) > 1
+            figures += _budget_figures(
+                study_dir, part, [r for r in records if r.budget == budget], suffix, len(budgets) > 1
             )
         if len(budgets) > 1:
             title = figure_title(study_dir, frame[frame["budget_epochs"] == budgets[0]])
-            fig = draw_budget(frame, budget_table(records, steps, frame), title, study_description(records))
-            written.append(save(fig, plots_dir / "budget.png"))
-    return written
+            figures.append(
+                ("budget", draw_budget(frame, budget_table(records, steps, frame), title, study_description(records)))
+            )
+    return figures
 
 
 def _budget_figures(
-    study_dir: Path, plots_dir: Path, frame: pd.DataFrame, records: list, suffix: str, several: bool
-) -> list[Path]:
+    study_dir: Path, frame: pd.DataFrame, records: list, suffix: str, several: bool
+) -> list[tuple[str, Figure]]:
     """The figures of one budget of a study."""
     subtitle = study_description(records)
     title = figure_title(study_dir, frame)
     if several:
         budget = int(frame["budget_epochs"].iloc[0])
         title += f" — {budget} epoch{'' if budget == 1 else 's'}"
-    written: list[Path] = []
-    fig = draw_roadmap(frame, records, title, subtitle + "\n" + summary_line(frame))
-    written += [save(fig, plots_dir / f"roadmap{suffix}.png"), save(fig, plots_dir / f"roadmap{suffix}.svg")]
+    figures = [(f"roadmap{suffix}", draw_roadmap(frame, records, title, subtitle + "\n" + summary_line(frame)))]
     if not (frame["status"] == "done").any():
-        return written
+        return figures
     for xcol, xlabel, name, heading in (
         (
             "gmacs_224",
@@ -133,9 +152,7 @@ def _budget_figures(
         ),
     ):
         if frame.loc[frame["status"] == "done", xcol].notna().any():
-            written.append(
-                save(draw_scatter(frame, xcol, xlabel, heading, subtitle), plots_dir / f"{name}{suffix}.png")
-            )
+            figures.append((f"{name}{suffix}", draw_scatter(frame, xcol, xlabel, heading, subtitle)))
     curves: dict[str, pd.Series] = {}
     for slug in frame.loc[frame["status"] == "done", "step"]:
         per_seed = []
@@ -148,5 +165,5 @@ def _budget_figures(
         if per_seed:  # mean over the seeds at each validation point they share
             curves[slug] = pd.concat(per_seed, axis=1).mean(axis=1).sort_index()
     if curves:
-        written.append(save(draw_curves(frame, curves, subtitle), plots_dir / f"curves{suffix}.png"))
-    return written
+        figures.append((f"curves{suffix}", draw_curves(frame, curves, subtitle)))
+    return figures

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from scipy import stats
 
 from ..errors import ConfigError
 from ..store.files import atomic_write_text
 from ..store.lookup import study_records
 from ..store.record import Record
-from .figures.style import save
+from .figures.style import figure_context, fit_text, new_figure, save
 from .stats import t_interval
 
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]  # Okabe-Ito
@@ -213,46 +214,98 @@ def _difference_cell(row: pd.Series, key: str) -> str:
 
 
 def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Path) -> Path:
+    """compare_figure written to `path` (atomically)."""
+    with figure_context():
+        return save(compare_figure(table, names, differences), path)
+
+
+def _readable_limits(
+    mids: list[np.ndarray], lows: list[np.ndarray], highs: list[np.ndarray], zero: bool = False
+) -> tuple[float, float]:
+    """An axis that shows the means (and 0 when asked) and the intervals ending within the
+    means' own spread beyond them; longer intervals (2 seeds give t intervals of tens of
+    points) are cut at it, with an arrowhead (_interval)."""
+    mid = np.concatenate([m[np.isfinite(m)] for m in mids] + [np.array([0.0] if zero else [])])
+    if not len(mid):
+        return 0.0, 1.0
+    lo, hi = float(mid.min()), float(mid.max())
+    span = max(hi - lo, 0.5)
+    ends = np.concatenate([e[np.isfinite(e)] for e in lows + highs] + [np.array([])])
+    lo = min([lo] + [e for e in ends if lo - span <= e < lo])
+    hi = max([hi] + [e for e in ends if hi < e <= hi + span])
+    pad = 0.08 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
+def _interval(ax, x: np.ndarray, low: np.ndarray, high: np.ndarray, color: str) -> bool:
+    """Intervals drawn within the axis' limits, an arrowhead where one runs past; whether any did."""
+    y0, y1 = ax.get_ylim()
+    cut = False
+    for xi, lo, hi in zip(x, low, high, strict=True):
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            continue
+        shown_lo, shown_hi = max(lo, y0), min(hi, y1)
+        ax.plot([xi, xi], [shown_lo, shown_hi], color=color, lw=1.2, zorder=2)
+        for end, shown, marker in ((lo, shown_lo, "v"), (hi, shown_hi, "^")):
+            if end != shown:
+                ax.plot([xi], [shown], marker=marker, color=color, ms=6, zorder=3, clip_on=False)
+                cut = True
+            else:
+                ax.plot([xi - 0.08, xi + 0.08], [shown, shown], color=color, lw=1.2, zorder=2)
+    return cut
+
+
+def compare_figure(table: pd.DataFrame, names: list[str], differences: list[str]) -> Figure:
     """Top: per-step top-1 of each study (mean, 95% interval of the mean). Bottom: each later
     study minus the first, with its 95% interval (paired or Welch, as in the table); filled where
-    the interval excludes 0."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    the interval excludes 0. Each axis says which interval it draws; the legends sit above the
+    panels, off the data."""
     n_steps = len(table)
-    fig = Figure(figsize=(max(8.0, 0.75 * n_steps + 3), 8.5), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure((max(8.0, 0.45 * n_steps + 3), 8.5))
     top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
     x = np.arange(n_steps)
     width = min(0.18, 0.7 / max(len(names), 1))
-    for i, name in enumerate(names):
-        offset = (i - (len(names) - 1) / 2) * width
-        mean = table[f"{name}_top1_mean"].to_numpy(float)
-        ci = np.nan_to_num(table[f"{name}_top1_ci95"].to_numpy(float))
-        n = table[f"{name}_n"].to_numpy(int)
-        top.errorbar(
-            x + offset,
-            mean,
-            yerr=ci,
-            fmt="o",
-            color=COLORS[i % len(COLORS)],
-            capsize=4,
-            ms=6,
-            label=f"{name} (n = {', '.join(map(str, sorted(set(n[n > 0]))))} seeds)",
-        )
-    low_y, high_y = top.get_ylim()
+    offsets = [(i - (len(names) - 1) / 2) * width for i in range(len(names))]
+    means = [table[f"{name}_top1_mean"].to_numpy(float) for name in names]
+    cis = [table[f"{name}_top1_ci95"].to_numpy(float) for name in names]
+    low_y, high_y = _readable_limits(
+        means, [m - c for m, c in zip(means, cis, strict=True)], [m + c for m, c in zip(means, cis, strict=True)]
+    )
     top.set_ylim(max(low_y, 0.0), min(high_y, 100.5))  # a mean's interval may reach past 0-100%
-    top.set_ylabel("top-1 % (mean, 95% CI)")
+    cut = False
+    for i, name in enumerate(names):
+        n = table[f"{name}_n"].to_numpy(int)
+        counts = sorted(set(n[n > 0]))
+        color = COLORS[i % len(COLORS)]
+        cut |= _interval(top, x + offsets[i], means[i] - cis[i], means[i] + cis[i], color)
+        top.plot(
+            x + offsets[i],
+            means[i],
+            "o",
+            color=color,
+            ms=6,
+            zorder=4,
+            label=f"{name} (n = {', '.join(map(str, counts))} seed{'' if counts == [1] else 's'})",
+        )
+    top.set_ylabel("top-1 (%)\nmean ± 95% CI of the mean" + ("\n(▲▼ cut at the axis)" if cut else ""))
     top.set_title("per-step top-1", loc="left", fontsize=11)
-    top.legend(loc="best", fontsize=9, frameon=False)
+    keys = [f"{m}_minus_{names[0]}" for m in names[1:]]
+    bottom.set_ylim(
+        *_readable_limits(
+            [table[k].to_numpy(float) for k in keys],
+            [table[f"{k}_ci95_low"].to_numpy(float) for k in keys],
+            [table[f"{k}_ci95_high"].to_numpy(float) for k in keys],
+            zero=True,
+        )
+    )
+    cut_bottom = False
     for j, name in enumerate(names[1:], 1):
         key = f"{name}_minus_{names[0]}"
         offset = (j - 1 - (len(names) - 2) / 2) * width if len(names) > 2 else 0.0
         delta = table[key].to_numpy(float)
         low, high = table[f"{key}_ci95_low"].to_numpy(float), table[f"{key}_ci95_high"].to_numpy(float)
-        err = np.vstack([np.nan_to_num(delta - low), np.nan_to_num(high - delta)])
         color = COLORS[j % len(COLORS)]
-        bottom.errorbar(x + offset, delta, yerr=err, fmt="none", ecolor=color, capsize=4)
+        cut_bottom |= _interval(bottom, x + offset, low, high, color)
         excludes = (low > 0) | (high < 0)
         if excludes.any():
             bottom.scatter(
@@ -278,14 +331,34 @@ def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Pa
         {
             t
             for n in names[1:]
-            for t, low in zip(table[f"{n}_minus_{names[0]}_test"], table[f"{n}_minus_{names[0]}_ci95_low"])
+            for t, low in zip(table[f"{n}_minus_{names[0]}_test"], table[f"{n}_minus_{names[0]}_ci95_low"], strict=True)
             if not math.isnan(low)
         }
-    ) or ["none: n < 2"]
-    bottom.set_ylabel(f"difference, points (95% CI, {' or '.join(tests)})")
+    )
+    which = {
+        ("paired",): "mean ± 95% CI paired by seed",
+        ("Welch",): "mean ± 95% CI of the difference (Welch)",
+        ("Welch", "paired"): "mean ± 95% CI: paired by seed, else Welch",
+    }.get(tuple(tests), "(no interval: under 2 seeds)")
+    bottom.set_ylabel(f"difference (points)\n{which}" + ("\n(▲▼ cut at the axis)" if cut_bottom else ""))
     bottom.set_title("difference from " + names[0], loc="left", fontsize=11)
-    bottom.legend(loc="best", fontsize=9, frameon=False)
-    labels = [f"{int(i)} {s}" if i < 10**6 else s for i, s in zip(table["step_index"], table["step"])]
+    for ax in (top, bottom):  # the legend above the panel, right of its title: never over the data
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(
+                loc="lower right",
+                bbox_to_anchor=(1.0, 1.0),
+                fontsize=9,
+                frameon=False,
+                ncol=len(ax.get_legend_handles_labels()[0]),
+                borderaxespad=0.2,
+            )
+    several = table["budget_epochs"].nunique() > 1 if "budget_epochs" in table else False
+    labels = []
+    for i, slug, budget in zip(
+        table["step_index"], table["step"], table.get("budget_epochs", [None] * n_steps), strict=True
+    ):
+        text = (f"{int(i)} {slug}" if i < 10**6 else str(slug)) + (f" ({int(budget)} ep)" if several else "")
+        labels.append(text if len(text) <= 40 else text[:39] + "…")
     for ax in (top, bottom):
         ax.set_xticks(x)
         ax.set_xlim(-0.6, n_steps - 0.4)
@@ -294,14 +367,37 @@ def draw(table: pd.DataFrame, names: list[str], differences: list[str], path: Pa
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     top.set_xticklabels([])
-    bottom.set_xticklabels(labels, rotation=35 if n_steps > 4 else 0, ha="right" if n_steps > 4 else "center")
-    fig.suptitle(" vs ".join(names), x=0.01, ha="left", fontsize=13, fontweight="bold")
+    rotate = n_steps > 4
+    bottom.set_xticklabels(
+        labels,
+        rotation=35 if rotate else 0,
+        ha="right" if rotate else "center",
+        rotation_mode="anchor" if rotate else "default",
+    )
+    fig.suptitle(
+        fit_text(fig, " vs ".join(names), 0.98, 13, weight="bold"), x=0.01, ha="left", fontsize=13, fontweight="bold"
+    )
     note = ("configs differ in: " + "; ".join(differences)) if differences else "same train config"
-    if len(note) > 160:
-        note = note[:157] + "..."
-    fig.text(0.01, 0.935, note, ha="left", va="top", fontsize=9, color="#444444")
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.87, bottom=0.16 if n_steps > 4 else 0.08, hspace=0.3)
-    return save(fig, path)
+    fig.text(0.01, 0.935, fit_text(fig, note, 0.98, 9), ha="left", va="top", fontsize=9, color="#444444")
+    # Room below for the slanted step names, and on the left for the first ones' reach and the
+    # axis labels: measured once laid out, the margins grown by what runs past the canvas.
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.87, bottom=0.08, hspace=0.3)
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    texts = [
+        t
+        for ax in (top, bottom)
+        for t in [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.yaxis.label]
+        if t.get_visible() and t.get_text()
+    ]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    axes_box = bottom.get_window_extent(renderer)
+    below = max((axes_box.y0 - b.y0 for b in boxes), default=0.0) + 8
+    reach = max((axes_box.x0 - b.x0 for b in boxes), default=0.0) + 8
+    fig.subplots_adjust(
+        left=min(0.3, max(0.08, reach / fig.bbox.width)), bottom=min(0.45, max(0.08, below / fig.bbox.height))
+    )
+    return fig
 
 
 def compare_studies(names: list[str], out_dir: Path, plots_dir: Path) -> tuple[pd.DataFrame, list[Path]]:

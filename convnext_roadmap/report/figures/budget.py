@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .style import PAPER_COLOR, new_figure, phase_color, wrap_text
+from .style import PAPER_COLOR, fit_text, new_figure, step_keys
 
 UNRESOLVED = "#9a9a9a"
 COLUMNS = 4
@@ -51,8 +51,27 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
     fig.subplots_adjust(
         left=0.06, right=0.985, top=top, bottom=0.45 / fig.get_figheight() + 0.02, hspace=0.75, wspace=0.32
     )
-    fig.text(0.01, 1 - 0.12 / fig.get_figheight(), title, ha="left", va="top", fontsize=13, fontweight="bold")
-    fig.text(0.01, 1 - 0.45 / fig.get_figheight(), subtitle, ha="left", va="top", fontsize=8.5, color="#444444")
+    fig.text(
+        0.01,
+        1 - 0.12 / fig.get_figheight(),
+        fit_text(fig, title, 0.98, 13, weight="bold"),
+        ha="left",
+        va="top",
+        fontsize=13,
+        fontweight="bold",
+    )
+    fig.text(
+        0.01,
+        1 - 0.45 / fig.get_figheight(),
+        fit_text(fig, subtitle, 0.98, 8.5),
+        ha="left",
+        va="top",
+        fontsize=8.5,
+        color="#444444",
+    )
+    keys = step_keys(frame)
+    panel_w = (0.985 - 0.06) / COLUMNS * 0.95
+    drawn = {"filled": False, "hollow": False, "cut": False, "paper": False}  # the key names only these
 
     values = pd.concat([changes["delta_vs_parent"], changes["paper_delta_vs_parent"]]).dropna()
     reach = max(1.0, float(values.abs().max()) * 1.35) if len(values) else 1.0
@@ -61,7 +80,7 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
         ax = fig.add_subplot(rows, COLUMNS, k + 1)
         part = changes[changes["step"] == slug].set_index("budget_epochs").reindex(budgets)
         first = part.iloc[0]
-        color = phase_color(str(first["phase"]))
+        color = keys[slug].color
         mean = part["delta_vs_parent"].to_numpy(float)
         low, high = part["delta_vs_parent_ci_low"].to_numpy(float), part["delta_vs_parent_ci_high"].to_numpy(float)
         ax.axhline(0, color="#555555", lw=0.8, zorder=1)
@@ -75,30 +94,48 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
                 for end, shown, marker in ((lo, shown_lo, "v"), (hi, shown_hi, "^")):
                     if end != shown:  # the interval runs past the axis: an arrow says so
                         ax.plot([x], [shown], marker=marker, color=color, ms=5, zorder=3)
+                        drawn["cut"] = True
             filled = _true(resolved)
+            drawn["filled" if filled else "hollow"] = True
             ax.plot([x], [m], "o", ms=6.5, color=color, mfc=color if filled else "white", mew=1.4, zorder=4)
         paper = first["paper_delta_vs_parent"]
         if not math.isnan(paper):
+            drawn["paper"] = True
             ax.axhline(paper, color=PAPER_COLOR, lw=1.0, ls="--", zorder=1)
             ax.text(
-                0.99,
+                0.01,
                 paper,
                 "paper",
                 transform=ax.get_yaxis_transform(),
                 color=PAPER_COLOR,
                 fontsize=7,
                 va="bottom",
-                ha="right",
-            )
+                ha="left",
+            )  # left of the first budget's point
         measured = part[part["n_pairs"] >= 2]
         last = measured.iloc[-1] if len(measured) else part.iloc[-1]
         verdict, tone = _verdict(part.iloc[0], last, moved.loc[slug] if slug in moved.index else None)
-        index = "" if pd.isna(first["step_index"]) else f"{int(first['step_index'])} "
-        ax.set_title(wrap_text(f"{index}{first['label']}", 34), loc="left", fontsize=9, fontweight="bold", pad=14)
+        if np.isnan(mean).all():  # nothing to hold or move
+            parent = first["parent"]
+            verdict, tone = (
+                (
+                    f"no Δ: its parent {parent} is not in the study"
+                    if parent not in set(frame["step"])
+                    else "no Δ: no seeds paired with its parent"
+                ),
+                "#666666",
+            )
+        ax.set_title(
+            fit_text(fig, f"{keys[slug].number} {first['label']}", panel_w, 9, lines=2, weight="bold"),
+            loc="left",
+            fontsize=9,
+            fontweight="bold",
+            pad=14,
+        )
         ax.text(
             0,
             1.02,
-            verdict,
+            fit_text(fig, verdict, panel_w, 7.5, weight="bold"),
             transform=ax.transAxes,
             fontsize=7.5,
             color=tone,
@@ -116,12 +153,20 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
     n = agreement["n_changes"].reindex(budgets).to_numpy(float)
     signs = agreement["with_paper_sign"].reindex(budgets).to_numpy(float)
     both = agreement["resolved_with_paper_sign"].reindex(budgets).to_numpy(float)
-    count.plot(xs, signs, "o-", color="#222222", ms=6, label="the paper's sign")
-    count.plot(xs, both, "s--", color="#222222", mfc="white", ms=5.5, label="… and resolved")
+    count.plot(xs, signs, "o-", color="#222222", ms=6)
+    count.plot(xs, both, "s--", color="#222222", mfc="white", ms=5.5)
+    count.text(
+        0,
+        1.02,
+        "● with the paper's sign   □ … and resolved",
+        transform=count.transAxes,
+        fontsize=7.5,
+        color="#666666",
+        va="bottom",
+    )  # a key above the panel: a legend inside would cover points
     top_n = int(np.nanmax(n)) if len(n) and not np.all(np.isnan(n)) else 1
     count.axhline(top_n, color="#bbbbbb", lw=0.8)
     count.set_title(f"changes with the paper's sign (of {top_n})", loc="left", fontsize=9, fontweight="bold", pad=14)
-    count.legend(fontsize=7, frameon=False, loc="lower right")
     _axes(count, budgets, None)
     count.set_ylim(-0.5, top_n + 0.5)
     count.yaxis.get_major_locator().set_params(integer=True)
@@ -152,16 +197,14 @@ def draw_budget(frame: pd.DataFrame, budget_rows: pd.DataFrame, title: str, subt
     )
     _axes(rho, budgets, None)
     rho.set_ylim(-1.05, 1.05)
-    fig.text(
-        0.01,
-        0.01,
-        "● filled: the 95% paired t interval excludes 0   ○ hollow: it does not   "
-        "▲▼ the interval runs past the axis   - - paper Δ (ImageNet-1K, 300 epochs)",
-        fontsize=8,
-        color="#444444",
-        ha="left",
-        va="bottom",
-    )
+    texts = {
+        "filled": "● filled: the 95% paired t interval excludes 0",
+        "hollow": "○ hollow: it does not",
+        "cut": "▲▼ the interval runs past the axis",
+        "paper": "- - paper Δ (ImageNet-1K, 300 epochs)",
+    }
+    key = [text for what, text in texts.items() if drawn.get(what)]
+    fig.text(0.01, 0.01, "   ".join(key), fontsize=8, color="#444444", ha="left", va="bottom")
     return fig
 
 
