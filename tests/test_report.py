@@ -22,6 +22,7 @@ from convnext_roadmap.report import (
     summary_line,
     write_tables,
 )
+from convnext_roadmap.report.figures.style import study_description
 from convnext_roadmap.report.summary import study_steps
 from convnext_steps import derive_step, get_step, list_steps
 
@@ -33,6 +34,7 @@ PARTIAL = "gelu"  # seed 0 done, seed 1 failed
 CSV_COLUMNS = [
     "order",
     "step",
+    "budget_epochs",
     "step_index",
     "label",
     "phase",
@@ -41,6 +43,7 @@ CSV_COLUMNS = [
     "reference",
     "status",
     "n_seeds",
+    "n_did_not_learn",
     "top1_mean",
     "top1_std",
     "top5_mean",
@@ -211,8 +214,9 @@ def test_corrupt_record_names_the_file(study: Path):
 def test_markdown_has_one_line_per_step_and_the_summary_line(study: Path):
     frame = write_tables(study)
     text = (study / "results.md").read_text()
-    assert text == markdown_table(frame)
-    table, reading = text.strip().split("\n\n")
+    data, table, reading = text.strip().split("\n\n")
+    assert data == study_description(load_records(study)), "results.md opens with what the study trained on"
+    assert f"\n\n{markdown_table(frame)}" in text
     lines = table.splitlines()
     assert len(lines) == 2 + len(STEPS)
     assert set(lines[1]) <= set("|-: ")

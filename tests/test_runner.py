@@ -254,7 +254,7 @@ def test_in_memory_batches_are_a_function_of_seed_epoch_and_batch():
     resumed.load_state_dict({"epoch": 0, "consumed": 4})
     rest = list(resumed)
     assert len(rest) == 2
-    for (a, la), (b, lb) in zip(full[4:], rest):
+    for (a, la), (b, lb) in zip(full[4:], rest, strict=True):
         assert torch.equal(a, b) and torch.equal(la, lb)
     resumed.sampler.set_epoch(1)
     assert len(list(resumed)) == 6, "a new epoch starts from its first batch"
@@ -285,7 +285,7 @@ def test_full_disk_leaves_records_intact(tmp_path, monkeypatch, capsys):
     code = runner.main(["--preset", "smoke", "--steps", "0-1", "--out", str(out), "--plots", str(tmp_path / "p")])
     assert code == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "No space left" in errors[0]
+    assert len(errors) == 1 and "the disk is full" in errors[0] and "free space" in errors[0]
     assert {p.name: p.read_bytes() for p in runs.iterdir()} == before, "nothing written is touched"
     assert not list(out.rglob("*.tmp"))
 
