@@ -6,13 +6,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: study test setup data list plot bench bench-study
+.PHONY: study test test-fast lint setup data list plot bench bench-study
 
 study: setup data
 	$(PY) runner.py --steps all
 
 test: setup data
 	$(PY) -m pytest -q
+
+# the fast set (under 5 minutes): everything but the tests marked slow
+test-fast: setup data
+	$(PY) -m pytest -q -m "not slow"
+
+# ruff's lint and format check (config in pyproject.toml); `ruff format .` fixes the format
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 list: setup
 	$(PY) runner.py --list

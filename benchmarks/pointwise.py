@@ -79,11 +79,11 @@ def main() -> int:
         x.requires_grad_()
         grad = torch.randn(batch, c_out, side, side).to(memory_format=torch.channels_last)
 
-        def conv() -> torch.Tensor:
+        def conv(x=x, weight=weight, autocast=autocast) -> torch.Tensor:
             with autocast:
                 return F.conv2d(x, weight)
 
-        def matmul() -> torch.Tensor:
+        def matmul(x=x, weight=weight, autocast=autocast) -> torch.Tensor:
             with autocast:
                 return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1)).permute(0, 3, 1, 2)
 
@@ -96,7 +96,7 @@ def main() -> int:
             "pixels": side * side,
         }
         for name, fn in (("conv", conv), ("matmul", matmul)):
-            row[f"train_{name}_ms"] = 1e3 * median_seconds(lambda: fn().backward(grad), 2, args.iters)
+            row[f"train_{name}_ms"] = 1e3 * median_seconds(lambda fn=fn, grad=grad: fn().backward(grad), 2, args.iters)
             with torch.inference_mode():
                 row[f"eval_{name}_ms"] = 1e3 * median_seconds(fn, 2, args.iters)
         row["train_matmul_speedup"] = row["train_conv_ms"] / row["train_matmul_ms"]

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 from convnext_roadmap.config.load import load_study  # noqa: E402
 from convnext_roadmap.data.loading import make_datamodule  # noqa: E402
 from convnext_roadmap.train.callbacks import DeterministicResume  # noqa: E402
-from convnext_roadmap.train.module import RoadmapClassifier
-from convnext_roadmap.train.precision import resolve_precision
+from convnext_roadmap.train.module import RoadmapClassifier  # noqa: E402
+from convnext_roadmap.train.precision import resolve_precision  # noqa: E402
 from convnext_roadmap.train.run import quiet_lightning  # noqa: E402
 from convnext_steps.cpu_kernels import use_plain_kernels  # noqa: E402
 
@@ -119,7 +119,7 @@ def main() -> int:
     ref = runs["fast"]
     rows = []
     for name, run in runs.items():
-        diffs = [abs(a - b) for a, b in zip(run["losses"], ref["losses"])]
+        diffs = [abs(a - b) for a, b in zip(run["losses"], ref["losses"], strict=True)]
         rows.append(
             {
                 "step": args.step,

@@ -186,7 +186,7 @@ def main() -> int:
     reference = {name: rs[0] for name, rs in records(args.out / "reference").items()}
     chosen = [w for w in WINDOWS if w[0] in args.windows.split(",")]
     passed = total = 0
-    for name, at, what in chosen:
+    for name, at, _what in chosen:
         for sig in args.signals.split(","):
             result = run_trial(args.root, config, args.out / "trial", at, sig, reference)
             total += 1

@@ -40,10 +40,10 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -554,7 +554,7 @@ def format_ratios(df: pd.DataFrame) -> pd.DataFrame:
         for mode in ("train", "eval"):
             img_s = group.set_index(["memory_format", "dtype"])[f"{mode}_img_s"]
 
-            def ratio(a: tuple[str, str], b: tuple[str, str]) -> float:
+            def ratio(a: tuple[str, str], b: tuple[str, str], img_s: pd.Series = img_s) -> float:
                 return img_s[a] / img_s[b] if a in img_s.index and b in img_s.index else math.nan
 
             rows.append(
@@ -585,7 +585,7 @@ def pair_row(pair: Pair, fmt: str, dtype: str, times: dict[str, dict[str, list[f
     batch = pair.ours.setting.batch
     for mode, by_model in times.items():
         ours, theirs = by_model[pair.ours.model], by_model[pair.theirs.model]
-        ratios = [t / o for o, t in zip(ours, theirs)]
+        ratios = [t / o for o, t in zip(ours, theirs, strict=True)]
         q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
         row |= {
             f"{mode}_ours_img_s": batch / statistics.median(ours),
@@ -636,7 +636,9 @@ def format_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
         table[f"{mode} tv"] = pairs[f"{mode}_tv_img_s"].round(1)
         table[f"{mode} ours/tv"] = [
             f"{m:.2f} [{a:.2f}, {b:.2f}]"
-            for m, a, b in zip(pairs[f"{mode}_ratio_median"], pairs[f"{mode}_ratio_q1"], pairs[f"{mode}_ratio_q3"])
+            for m, a, b in zip(
+                pairs[f"{mode}_ratio_median"], pairs[f"{mode}_ratio_q1"], pairs[f"{mode}_ratio_q3"], strict=True
+            )
         ]
     table["rounds"] = pairs["rounds"]
     return table

@@ -34,7 +34,7 @@ def count_macs(model: nn.Module, resolution: int = 224, in_chans: int = 3) -> in
     return counter.get_total_flops() // 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def forward_gmacs(step: Step, resolution: int, width_mult: float, num_classes: int, in_chans: int) -> float:
     """One image's forward multiply-adds (x 1e9) of a step at a shape, counted on the meta
     device once per step and shape."""
@@ -43,7 +43,7 @@ def forward_gmacs(step: Step, resolution: int, width_mult: float, num_classes: i
     return count_macs(model, resolution, in_chans) / 1e9
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gmacs_at_224(step: Step) -> float:
     """A step's multiply-adds (x 1e9) in the paper's convention: width 1, 224x224, 1000 classes."""
     return count_macs(build_model(step)) / 1e9

@@ -118,7 +118,7 @@ def check_buildable(spec: NetSpec, slug: str, resolution: int = 224) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_problem(spec: NetSpec, resolution: int) -> str | None:
     """Why the spec cannot be built at this resolution, or None; once per (spec, resolution):
     a study file is checked several times while it is planned."""

@@ -39,7 +39,7 @@ def load_torchvision_weights(model: nn.Module, torchvision_state: Mapping[str, t
             "only resnet50, convnext_tiny and convnext_base are supported"
         )
     converted = {}
-    for (name, target), (their_name, tensor) in zip(ours.items(), theirs):
+    for (name, target), (their_name, tensor) in zip(ours.items(), theirs, strict=True):
         if target.numel() != tensor.numel():
             raise ValueError(f"{their_name} {tuple(tensor.shape)} does not fit {name} {tuple(target.shape)}")
         converted[name] = tensor.reshape(target.shape).clone()

@@ -41,7 +41,7 @@ def test_sixteen_steps_in_paper_order_with_parents():
 def test_reference_csv_agrees_with_our_table():
     rows = list(csv.DictReader(REFERENCE.open()))
     assert len(rows) == len(STEPS)
-    for row, step in zip(rows, STEPS):
+    for row, step in zip(rows, STEPS, strict=True):
         assert float(row["gflops_table10"]) == TABLE10_GFLOPS[step.index] or step.index == 14
         parent = STEPS[int(row["parent"])].slug if row["parent"] else None
         assert parent == step.parent

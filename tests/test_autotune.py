@@ -47,7 +47,7 @@ def test_both_implementations_are_the_conv(layout, bias):
     (y1, g1), (y2, g2) = results
     torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(y1, F.conv2d(x, weight, b).detach(), rtol=1e-5, atol=1e-5)
-    for a, c in zip(g1, g2):
+    for a, c in zip(g1, g2, strict=True):
         torch.testing.assert_close(c, a, rtol=1e-4, atol=1e-4)
 
 

@@ -75,7 +75,10 @@ def test_throughput_script_tiny_run(tmp_path):
 
     # each of our endpoints at width 1 timed in alternation with its torchvision twin
     pairs = pd.read_csv(tmp_path / "tp_vs_torchvision.csv")
-    assert list(zip(pairs["ours"], pairs["torchvision"])) == [("resnet50", "resnet50"), ("convnext_t", "convnext_tiny")]
+    assert list(zip(pairs["ours"], pairs["torchvision"], strict=True)) == [
+        ("resnet50", "resnet50"),
+        ("convnext_t", "convnext_tiny"),
+    ]
     for mode in ("train", "eval"):
         assert (pairs[[f"{mode}_ours_img_s", f"{mode}_tv_img_s", f"{mode}_ratio_median"]] > 0).all().all()
         assert (pairs[f"{mode}_ratio_q1"] <= pairs[f"{mode}_ratio_q3"]).all()

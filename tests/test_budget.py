@@ -108,7 +108,7 @@ def test_a_two_budget_smoke_study(tmp_path):
         f"{s}__seed{k}__{b}ep" for s in ("resnet50", "stage_ratio", "patchify_stem") for k in (0, 1) for b in (1, 2)
     )
     results = pd.read_csv(study / "results.csv")
-    assert sorted(zip(results["budget_epochs"], results["step"])) == sorted(
+    assert sorted(zip(results["budget_epochs"], results["step"], strict=True)) == sorted(
         (b, s) for b in (1, 2) for s in ("resnet50", "stage_ratio", "patchify_stem")
     )
     assert results.loc[results["step"] == "stage_ratio", "n_pairs"].tolist() == [2, 2], "paired at each budget"

@@ -64,7 +64,7 @@ def test_resnet200_roadmap_has_the_structure_of_the_resnet50_one():
     slugs = [s.slug for s in R200]
     assert len(set(slugs)) == 16 and not set(slugs) & {s.slug for s in R50}
     index_200, index_50 = {s.slug: s.index for s in R200}, {s.slug: s.index for s in R50}
-    for ours, theirs in zip(R200, R50):
+    for ours, theirs in zip(R200, R50, strict=True):
         assert (ours.index, ours.phase, ours.sweep, ours.roadmap) == (
             theirs.index,
             theirs.phase,
@@ -97,7 +97,7 @@ def test_resnet200_multiply_adds_match_table11(step):
 def test_resnet200_rows_hold_table11_as_in_the_reference_csv():
     rows = list(csv.DictReader(REFERENCE.open()))
     assert len(rows) == len(R200) and not any("resnet200_top1_std" in k for k in rows[0])
-    for row, step in zip(rows, R200):
+    for row, step in zip(rows, R200, strict=True):
         assert float(row["resnet200_top1"]) == step.paper_top1
         assert float(row["resnet200_gflops"]) == step.paper_gmacs
         assert (R200[int(row["parent"])].slug if row["parent"] else None) == step.parent
@@ -279,7 +279,7 @@ def test_readings_registry_lists_the_default_first():
 
 @pytest.mark.parametrize("values", list(itertools.product(*READINGS.values())), ids="-".join)
 def test_under_every_reading_each_step_is_its_parent_plus_its_change(values):
-    readings = dict(zip(READINGS, values))
+    readings = dict(zip(READINGS, values, strict=True))
     for step in R50 + R200:
         read = apply_readings(step, readings)
         assert read.spec.init == readings["init"] and read.spec.conv_bias == readings["conv_bias"]

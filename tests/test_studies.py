@@ -174,8 +174,9 @@ def test_leave_one_out_reverts_one_change_each_and_micro_first_ends_at_convnext_
 def test_jobs_2_trains_the_same_runs_as_jobs_1_and_auto_gives_a_lone_run_the_same_numbers(tmp_path):
     """--jobs 2 (two single-thread runners) against --jobs 1 on one thread: the same runs, one
     record each, no duplicates, the same numbers. Then one of those runs alone with the
-    default --jobs auto and no thread setting: still one thread, so the same bits (before: a lone run took both cores, and its numbers differed from the
-    same run trained beside another, or from one resumed after the others were done)."""
+    default --jobs auto and no thread setting: still one thread, so the same bits (before: a lone
+    run took both cores, and its numbers differed from the same run trained beside another, or
+    from one resumed after the others were done)."""
     common = ("--preset", "smoke", "--steps", "0-2", "--seeds", "2")
     two = run_cli(*common, "--jobs", "2", "--out", str(tmp_path / "two"), "--plots", str(tmp_path / "p2"))
     assert two.returncode == 0, two.stderr[-3000:]

@@ -449,7 +449,7 @@ def test_compare_pairs_by_seed_only_when_both_studies_ran_the_same_seeds():
     from convnext_roadmap.report.compare import comparison_table
 
     def runs(values, seeds):
-        return [record(step="convnext_t", step_index=15, seed=s, top1=v) for s, v in zip(seeds, values)]
+        return [record(step="convnext_t", step_index=15, seed=s, top1=v) for s, v in zip(seeds, values, strict=True)]
 
     a, b = [80.0, 82.0, 81.0], [80.5, 82.4, 81.7]
     paired = comparison_table({"a": runs(a, [0, 1, 2]), "b": runs(b, [0, 1, 2])}).iloc[0]

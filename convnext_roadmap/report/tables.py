@@ -96,9 +96,17 @@ def budget_markdown_table(df: pd.DataFrame) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if al else c.ljust(w) for c, w, al in zip(row, widths, right)) + " |"
+        return (
+            "| "
+            + " | ".join(c.rjust(w) if al else c.ljust(w) for c, w, al in zip(row, widths, right, strict=True))
+            + " |"
+        )
 
-    sep = "|" + "|".join("-" * (w + 1) + ":" if al else ":" + "-" * (w + 1) for w, al in zip(widths, right)) + "|"
+    sep = (
+        "|"
+        + "|".join("-" * (w + 1) + ":" if al else ":" + "-" * (w + 1) for w, al in zip(widths, right, strict=True))
+        + "|"
+    )
     table = "\n".join([line(cells[0]), sep] + [line(row) for row in cells[1:]]) + "\n"
     return table + f"\n{summary_line(df)}.\n"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Does this CPU compute bf16 dot products in hardware (AVX-512 BF16 or AMX)? Without
     them bf16 is emulated and slower than fp32; read from /proc/cpuinfo (Linux)."""
@@ -21,7 +21,7 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux): kernels and their rounding differ between
     CPU models, so a run's numbers are reproducible bit for bit on the same model only."""

@@ -8,7 +8,8 @@ writes to
   the study, run name = `<run>__<hash8>`; `mlflow ui --backend-store-uri file:...`);
 - Weights & Biases: an offline run in `logs/wandb/wandb/` (`wandb sync` uploads it later).
 
-Every run also logs its learning rate at every logging step (LearningRateMonitor). Which loggers a study writes to is not part of any run's config hash.
+Every run also logs its learning rate at every logging step (LearningRateMonitor). Which loggers
+a study writes to is not part of any run's config hash.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def load_pretrained(
         theirs[names[0]] = stem.sum(dim=1, keepdim=True)
     ours = model.state_dict()
     our_names = list(ours)
-    for their_name, our_name in zip(names[-2:], our_names[-2:]):  # the classifier: weight, bias
+    for their_name, our_name in zip(names[-2:], our_names[-2:], strict=True):  # the classifier: weight, bias
         theirs[their_name] = ours[our_name]
     try:
         load_torchvision_weights(model, theirs)
