@@ -193,3 +193,16 @@ def test_compare_of_two_gallery_studies_inside_the_canvas(studies):
         assert not outside_canvas(fig)
         if os.environ.get("GALLERY"):
             save(fig, Path(os.environ["GALLERY"]) / "compare_one_seed_vs_two_seeds.png")
+
+
+def test_latin_labels_name_one_font_whatever_fallbacks_are_installed(studies, tmp_path, monkeypatch):
+    """The SVG keeps its text as text: a fallback font installed on one machine (here DejaVu
+    Serif stands in for a CJK font) must not change the bytes of a study without CJK labels."""
+    from convnext_roadmap.report.figures import style
+
+    plain = draw_figures(studies["one_step"], tmp_path / "plain")
+    monkeypatch.setattr(style, "font_family", lambda: (style.BASE_FONT, "DejaVu Serif"))
+    fallback = draw_figures(studies["one_step"], tmp_path / "fallback")
+    svg = (tmp_path / "fallback" / "roadmap.svg").read_text()
+    assert "DejaVu Serif" not in svg
+    assert [p.read_bytes() for p in plain] == [p.read_bytes() for p in fallback]

@@ -198,6 +198,15 @@ def figure_context() -> Iterator[None]:
         yield
 
 
+def base_family_where_it_suffices(fig: Figure) -> None:
+    """Texts that DejaVu Sans draws whole name it alone, so the SVG of a study without CJK or
+    emoji labels has the same bytes whichever fallback fonts a machine has installed."""
+    base = _charmap(BASE_FONT)
+    for text in fig.findobj(Text):
+        if all(c.isspace() or ord(c) in base for c in text.get_text()):
+            text.set_fontfamily([BASE_FONT])
+
+
 def new_figure(size: tuple[float, float] = (10, 8)) -> Figure:
     """A pyplot-free figure: no global backend state, safe to call from any process."""
     fig = Figure(figsize=size, dpi=150)
@@ -212,6 +221,7 @@ def save(fig: Figure, path: Path) -> Path:
     fmt = path.suffix.lstrip(".")
     metadata = {"Date": None} if fmt in ("svg", "pdf") else None
     warn_missing_glyphs(fig)
+    base_family_where_it_suffices(fig)
     with mpl.rc_context({"svg.hashsalt": "convnext-roadmap"}), warnings.catch_warnings():  # stable SVG ids
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from", category=UserWarning)
         atomic_write(
