@@ -150,7 +150,8 @@ STYLE = {
 def font_family() -> tuple[str, ...]:
     """DejaVu Sans, then the installed fonts of FALLBACK_FONTS (matplotlib falls back along
     the list character by character)."""
-    installed = {f.name for f in font_manager.fontManager.ttflist}
+    # a font removed since matplotlib's font cache was written is listed there but not on disk
+    installed = {f.name for f in font_manager.fontManager.ttflist if Path(f.fname).is_file()}
     return (BASE_FONT, *(name for name in FALLBACK_FONTS if name in installed))
 
 
