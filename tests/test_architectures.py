@@ -116,6 +116,7 @@ def test_endpoints_equal_torchvision_on_maps_smaller_than_kernels(slug, factory,
 
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: s.slug)
+@pytest.mark.slow
 def test_fast_convs_change_no_output_and_no_gradient(step):
     """TrimmedKernelConv against plain nn.Conv2d, whole model, training mode, at 32x32 (maps down to
     1x1, where TrimmedKernelConv leaves taps out) on channels_last input."""

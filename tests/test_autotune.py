@@ -191,6 +191,7 @@ def test_an_unwritable_cache_still_chooses(tmp_path, monkeypatch):
     assert choice in autotune.IMPLEMENTATIONS and autotune.choose(x, 256, True, True) == (key, choice)
 
 
+@pytest.mark.slow
 def test_concurrent_processes_agree_and_only_one_measures(cache):
     """Two jobs meeting a new shape at once: one measures, the other waits and takes its choice.
     The test holds the cache's lock until both are at it, so that they do meet."""
@@ -221,6 +222,7 @@ def test_concurrent_processes_agree_and_only_one_measures(cache):
     assert list(saved) == [autotune.machine()] and len(saved[autotune.machine()]) == 1
 
 
+@pytest.mark.slow
 def test_an_fp32_run_records_its_choices_and_resumes_with_them(tmp_path, cache, monkeypatch):
     """Stopped mid-run, the cache file deleted and the machine now measuring the other way: the
     resumed run takes its checkpoint's choices and ends with the uninterrupted run's numbers."""

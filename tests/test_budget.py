@@ -36,6 +36,7 @@ def test_bad_budgets_are_one_line_errors(value, words, capsys, tmp_path):
     assert_one_line_error(result, "budgets", *words)
 
 
+@pytest.mark.slow
 def test_bad_budgets_on_the_command_line(tmp_path):
     result = run_cli("--preset", "smoke", "--budgets", "1,x", "--dry-run", "--out", str(tmp_path))
     assert result.returncode == 2
@@ -75,6 +76,7 @@ def test_the_change_of_a_delta_is_paired_by_seed():
     assert list(delta_changes(records, steps).columns) == BUDGET_COLUMNS
 
 
+@pytest.mark.slow
 def test_spearman_with_its_bootstrap_interval():
     measured, paper = [0.1, 0.5, -0.3, 1.2, 0.9, -1.0], [0.2, 0.4, -0.1, 1.0, 1.1, -0.5]
     rho, low, high = spearman_interval(pd.Series(measured).to_numpy(), pd.Series(paper).to_numpy())
@@ -83,6 +85,7 @@ def test_spearman_with_its_bootstrap_interval():
     assert math.isnan(spearman_interval(pd.Series([1.0, 2.0]).to_numpy(), pd.Series([1.0, 2.0]).to_numpy())[0])
 
 
+@pytest.mark.slow
 def test_a_two_budget_smoke_study(tmp_path):
     out, plots = tmp_path / "r", tmp_path / "p"
     result = run_cli(
@@ -126,6 +129,7 @@ def test_a_two_budget_smoke_study(tmp_path):
     assert "1/2 epochs" in (study / "results.md").read_text().splitlines()[0]
 
 
+@pytest.mark.slow
 def test_a_run_of_another_study_is_reused_not_retrained(tmp_path):
     """The same spec, recipe and seed under another step name: copied from the first study's
     record (numbers, log, weights), never trained again."""
@@ -157,6 +161,7 @@ def test_a_run_of_another_study_is_reused_not_retrained(tmp_path):
     assert "2 done" in again.stdout, "a reused record is a done run of its study"
 
 
+@pytest.mark.slow
 def test_a_run_at_chance_level_is_flagged(tmp_path):
     out, plots = tmp_path / "r", tmp_path / "p"
     result = run_cli(

@@ -327,6 +327,7 @@ def test_slurm_script_of_a_gpu_ddp_study(fake_slurm, capsys):
     assert [t["job_id"] for t in sub["tasks"]] == ["4242_0", "4242_1", "4242_2", "4242_3"]
 
 
+@pytest.mark.slow
 def test_slurm_script_of_a_cpu_study_status_and_a_second_submit(fake_slurm, capsys):
     """A CPU study of 48 single-thread runs packed into a few tasks; status from sacct's
     states names a failed task's runs and log; a second --submit while the array is live

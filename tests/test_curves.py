@@ -40,6 +40,7 @@ def same_curve(resumed: pd.DataFrame, reference: pd.DataFrame, interrupted_epoch
     )
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_keeps_the_curve(tiny_reference, tmp_path):
     config, out = tiny_study(tmp_path), tmp_path / "out"
     driver = [

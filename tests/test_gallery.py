@@ -160,6 +160,7 @@ def studies(tmp_path_factory) -> dict[str, Path]:
         "three_budgets",
     ],
 )
+@pytest.mark.slow
 def test_every_text_inside_the_canvas_and_the_same_bytes_twice(studies, name, tmp_path, capsys):
     study = studies[name]
     out = Path(os.environ["GALLERY"]) / name if os.environ.get("GALLERY") else tmp_path / "first"

@@ -87,6 +87,7 @@ def interrupt(config, out, at: str, sig: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_interrupted_mid_epoch_twice_resumes_to_the_same_numbers_with_workers(folder, folder_reference, tmp_path):
     """SIGTERM in the middle of epoch 1, resumed with 2 workers and killed (-9) further on,
     resumed again: the numbers of the uninterrupted run without workers (before: each resume

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("convnext_steps", "convnext_roadmap")
 
@@ -124,6 +126,7 @@ def test_the_model_package_does_not_import_the_runner():
             assert not any(m.startswith("convnext_roadmap") for m in imported), module
 
 
+@pytest.mark.slow
 def test_the_report_loads_no_lightning(tmp_path):
     """Tables, figures and compare of a shipped study, in a fresh interpreter: no lightning
     module is imported."""
@@ -146,6 +149,7 @@ print(sorted(m for m in sys.modules if "lightning" in m))
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_flop_counter_on_a_fresh_machine_gives_table10_and_writes_nothing(tmp_path):
     """A user on a machine with no kernel-choice cache counts a model of the Python API with
     torch's FlopCounterMode (no helper of ours): Table 10's multiply-adds for all 16 steps, and

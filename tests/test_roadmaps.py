@@ -123,6 +123,7 @@ def test_resnet200_is_the_plain_bottleneck_resnet_with_64_67m_parameters():
     _same_outputs(theirs, ours, resolution=64)
 
 
+@pytest.mark.slow
 def test_convnext_b_is_torchvisions_convnext_base():
     ours, theirs = build_model("convnext_b"), torchvision.models.convnext_base()
     assert count_params(ours) == count_params(theirs) == 88_591_464
@@ -311,6 +312,7 @@ def test_layer_scale_every_step():
         ("swin_b", torchvision.models.swin_b, 87_768_224, "resnet200", 83.5, 15.4),
     ],
 )
+@pytest.mark.slow
 def test_swin_is_torchvisions(slug, factory, params, roadmap, top1, gflops):
     step = REFERENCES[slug]
     assert (step.reference, step.parent, step.roadmap, step.paper_top1, step.paper_gmacs) == (

@@ -17,6 +17,7 @@ from convnext_roadmap.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_list_prints_the_roadmap():
     result = run_cli("--list")
     assert result.returncode == 0, result.stderr
@@ -36,6 +37,7 @@ def smoke_study(tmp_path_factory):
     return out, plots, result, time.time() - started
 
 
+@pytest.mark.slow
 def test_smoke_study_end_to_end(smoke_study):
     out, plots, result, seconds = smoke_study
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -82,6 +84,7 @@ def test_smoke_study_end_to_end(smoke_study):
     assert "[run 16/16]" in result.stdout and "ETA" in result.stdout
 
 
+@pytest.mark.slow
 def test_second_invocation_trains_nothing(smoke_study):
     out, plots, _, _ = smoke_study
     before = {p: p.stat().st_mtime_ns for p in (out / "smoke" / "runs").glob("*.json")}
@@ -100,6 +103,7 @@ def test_dry_run_plans_without_training(smoke_study, tmp_path):
     assert not list((out / "smoke" / "runs").glob("resnet50__seed1__*.json"))
 
 
+@pytest.mark.slow
 def test_plot_command_recreates_deleted_figures(smoke_study, tmp_path):
     out, _, _, _ = smoke_study
     plots = tmp_path / "plots"
@@ -109,6 +113,7 @@ def test_plot_command_recreates_deleted_figures(smoke_study, tmp_path):
     assert "| step" in result.stdout or "|  #" in result.stdout
 
 
+@pytest.mark.slow
 def test_changed_recipe_is_a_new_run(smoke_study):
     out, _, _, _ = smoke_study
     result = run_cli("--preset", "smoke", "--steps", "0", "--epochs", "2", "--dry-run", "--out", str(out))
@@ -192,6 +197,7 @@ def test_corrupt_record_is_reported_and_left_alone(smoke_study, tmp_path):
     assert bad.read_text() == "{ half a record"
 
 
+@pytest.mark.slow
 def test_divergence_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     from convnext_roadmap.train.module import RoadmapClassifier
 
@@ -342,6 +348,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, tmp_p
     assert precision.resolve_precision("auto", "gpu") == "bf16-mixed"
 
 
+@pytest.mark.slow
 def test_records_say_which_precision_trained_them(tmp_path):
     from convnext_roadmap.train.precision import resolve_precision
 
@@ -389,6 +396,7 @@ def test_compile_knob_compiles_in_place_and_keeps_checkpoint_keys():
     assert run_payload(study.train, step, 0, 1, "data") == payload  # an execution detail, not a new run
 
 
+@pytest.mark.slow
 def test_records_are_kept_per_config_and_a_null_done_record_is_trained_again(tmp_path):
     """A changed config writes its own record and keeps the other; changing it back finds the
     first again; a "done" record without numbers is not done."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli import run_cli
+from cli import run_cli, run_main
 
 from convnext_roadmap.config.define import study_steps
 from convnext_roadmap.config.load import load_study
@@ -40,6 +40,7 @@ def records_of(out: Path, study: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((out / study / "runs").glob("*.json"))]
 
 
+@pytest.mark.slow
 def test_a_defined_step_and_a_per_step_recipe_through_the_cli(tmp_path):
     config = tmp_path / "question.yaml"
     config.write_text(QUESTION)
@@ -89,10 +90,14 @@ BAD_DEFINITIONS = [
 
 
 @pytest.mark.parametrize("definition,words", BAD_DEFINITIONS)
-def test_every_invalid_definition_is_a_one_line_error_with_exit_2(tmp_path, definition, words):
+def test_every_invalid_definition_is_a_one_line_error_with_exit_2(tmp_path, definition, words, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(f"name: bad\npreset: smoke\nsteps: all\ndefine:\n  - {definition}\n")
-    result = run_cli("--config", str(config), "--dry-run", "--out", str(tmp_path))
+    args = ("--config", str(config), "--dry-run", "--out", str(tmp_path))
+    # the first two as a subprocess (the exit code and stderr a user sees), the rest in-process
+    # (the same main(), without ~4 s of imports each)
+    first = [d for d, _ in BAD_DEFINITIONS[:2]]
+    result = run_cli(*args) if definition in first else run_main(capsys, *args)
     if not words:
         assert result.returncode == 0, result.stderr
         return
@@ -148,6 +153,7 @@ def test_a_default_valued_key_set_explicitly_is_the_same_run():
 
 
 @pytest.mark.parametrize("name", ["leave_one_out", "micro_first", "small_images", "recipe_vs_architecture", "readings"])
+@pytest.mark.slow
 def test_shipped_question_studies_are_valid_and_plan(name, tmp_path):
     result = run_cli("--config", str(ROOT / "ablations" / f"{name}.yaml"), "--dry-run", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -171,6 +177,7 @@ def test_leave_one_out_reverts_one_change_each_and_micro_first_ends_at_convnext_
 
 
 @pytest.mark.skipif(cpu_cores() < 2, reason="needs 2 cores")
+@pytest.mark.slow
 def test_jobs_2_trains_the_same_runs_as_jobs_1_and_auto_gives_a_lone_run_the_same_numbers(tmp_path):
     """--jobs 2 (two single-thread runners) against --jobs 1 on one thread: the same runs, one
     record each, no duplicates, the same numbers. Then one of those runs alone with the
@@ -236,6 +243,7 @@ def test_jobs_2_trains_the_same_runs_as_jobs_1_and_auto_gives_a_lone_run_the_sam
     )
 
 
+@pytest.mark.slow
 def test_dry_run_says_how_many_seeds_resolve_a_delta(tmp_path):
     common = (
         "--preset",

@@ -49,6 +49,7 @@ def tracked(tmp_path_factory):
 # ------------------------------------------------------------------------------ trackers
 
 
+@pytest.mark.slow
 def test_trackers_write_tensorboard_events_and_an_mlflow_file_store(tracked):
     out, result = tracked
     study_dir = out / "smoke"
@@ -82,6 +83,7 @@ def test_trackers_write_tensorboard_events_and_an_mlflow_file_store(tracked):
     assert re.search(r"step 0 resnet50 seed 0 \| epoch 1\.00/1 \| top-1 \d+\.\d\d% \| \d+ img/s", result.stdout)
 
 
+@pytest.mark.slow
 def test_logger_choice_is_not_part_of_the_config_hash(tracked, tmp_path):
     out, _ = tracked
     plain = run_cli("--preset", "smoke", "--steps", "0,15", "--dry-run", "--out", str(out))
@@ -92,6 +94,7 @@ def test_logger_choice_is_not_part_of_the_config_hash(tracked, tmp_path):
     assert from_yaml.returncode == 0 and "2 done" in from_yaml.stdout, from_yaml.stdout + from_yaml.stderr
 
 
+@pytest.mark.slow
 def test_wandb_logs_an_offline_run_under_the_study(tmp_path):
     result = run_cli(
         "--preset",
@@ -118,10 +121,13 @@ def test_wandb_logs_an_offline_run_under_the_study(tmp_path):
         (["--set", "logger=[csv, nope]"], ["'nope'", "tensorboard"]),
     ],
 )
-def test_unknown_logger_is_one_line(args, words, tmp_path):
-    assert_one_line_error(run_cli("--preset", "smoke", *args, "--dry-run", "--out", str(tmp_path)), *words)
+def test_unknown_logger_is_one_line(args, words, tmp_path, capsys):
+    argv = ("--preset", "smoke", *args, "--dry-run", "--out", str(tmp_path))
+    # --logger as a subprocess (what a user sees), --set logger=... in-process (the same main())
+    assert_one_line_error(run_cli(*argv) if args[0] == "--logger" else run_main(capsys, *argv), *words)
 
 
+@pytest.mark.slow
 def test_tracker_not_installed_names_the_extra(tmp_path):
     hidden = tmp_path / "hide" / "mlflow"
     hidden.mkdir(parents=True)
@@ -145,6 +151,7 @@ def test_tracker_not_installed_names_the_extra(tmp_path):
 # ---------------------------------------------------------------------------- --set, YAML
 
 
+@pytest.mark.slow
 def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
     out, _ = tracked
     same = run_cli("--preset", "smoke", "--steps", "0,15", "--set", "train.lr=2e-3", "--dry-run", "--out", str(out))
@@ -180,8 +187,11 @@ def test_set_overrides_any_key_typed_like_yaml(tracked, tmp_path):
         ("seeds=[0,", ["not a YAML value"]),
     ],
 )
-def test_bad_set_is_one_line(item, words, tmp_path):
-    assert_one_line_error(run_cli("--preset", "smoke", "--set", item, "--dry-run", "--out", str(tmp_path)), *words)
+def test_bad_set_is_one_line(item, words, tmp_path, capsys):
+    argv = ("--preset", "smoke", "--set", item, "--dry-run", "--out", str(tmp_path))
+    # the first as a subprocess (what a user sees), the others in-process (the same main())
+    run = run_cli if item == "train.lrr=1e-3" else lambda *a: run_main(capsys, *a)
+    assert_one_line_error(run(*argv), *words)
 
 
 def test_readme_documents_every_train_key():
@@ -211,6 +221,7 @@ def test_readme_documents_every_train_key():
 # ------------------------------------------------------------------------- saved weights
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_recorded_top1(tracked):
     out, _ = tracked
     result = run_cli("evaluate", "--study", "smoke", "--step", "convnext_t", "--seed", "0", "--out", str(out))
@@ -244,6 +255,7 @@ def test_weights_are_kept_per_config_and_load_run_rebuilds_the_model(tracked):
     assert all(torch.equal(saved[k], v) for k, v in module.model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_step_defined_in_a_study_is_rebuilt_from_its_saved_spec(tmp_path):
     from convnext_roadmap.train.module import RoadmapClassifier
     from convnext_roadmap.train.weights import load_run
@@ -308,6 +320,7 @@ OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1
         (["--steps", "0", "--set", "train.pretrained=imagenet"], ["'imagenet'", "torchvision"]),
     ],
 )
+@pytest.mark.slow
 def test_pretrained_config_errors(args, words, tmp_path):
     result = run_cli(
         "--preset",
@@ -321,6 +334,7 @@ def test_pretrained_config_errors(args, words, tmp_path):
     assert_one_line_error(result, *words)
 
 
+@pytest.mark.slow
 def test_pretrained_weights_missing_offline_say_where_to_put_them(tmp_path):
     result = run_cli(
         "--preset",
@@ -337,6 +351,7 @@ def test_pretrained_weights_missing_offline_say_where_to_put_them(tmp_path):
     assert not (tmp_path / "r" / "smoke" / "runs").exists(), "nothing trained"
 
 
+@pytest.mark.slow
 def test_pretrained_run_starts_from_a_weights_file_in_torch_home(tmp_path):
     import torchvision
 
@@ -393,6 +408,7 @@ def test_load_pretrained_sums_the_stem_and_keeps_a_new_head():
 # ------------------------------------------------------------------------------- compare
 
 
+@pytest.mark.slow
 def test_compare_two_studies_table_csv_figure_and_config_difference(tracked, tmp_path):
     out, _ = tracked
     other = run_cli(

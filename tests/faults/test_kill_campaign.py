@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kill_campaign import campaign  # noqa: E402
 
 
+@pytest.mark.slow
 def test_random_kill_9_campaign_three_trials(tmp_path):
     # One job (--jobs 1): three processes started per attempt would triple the test's time;
     # test_signals.py kills a runner of --jobs 2.

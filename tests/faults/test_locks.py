@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lock_race import dead_pid, race  # noqa: E402
 
 
+@pytest.mark.slow
 def test_four_processes_on_a_dead_processs_lock_one_owner_each_time():
     """Before: 2 or more owners in 16-17 of 100 trials (benchmarks/lock_race.py)."""
     counts = race(ROOT / "convnext_roadmap" / "store" / "locks.py", trials=100, processes=4)

@@ -63,6 +63,7 @@ def same_result(a: dict, b: dict) -> None:
     assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_kill_9_then_same_command_resumes_to_identical_result(reference, tmp_path):
     config, out = study_file(tmp_path), tmp_path / "out"
     process = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,6 +80,7 @@ def test_kill_9_then_same_command_resumes_to_identical_result(reference, tmp_pat
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_signal_saves_a_checkpoint_and_says_how_to_resume(reference, tmp_path, sig):
     config, out = study_file(tmp_path), tmp_path / "out"
     process = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -95,6 +97,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(reference, tmp_path, s
     same_result(records(out)["patchify_stem__seed0"], reference)
 
 
+@pytest.mark.slow
 def test_two_runners_on_one_study_never_run_the_same_run(tmp_path):
     config, out = study_file(tmp_path, steps="0-3"), tmp_path / "out"
     first = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,6 +111,7 @@ def test_two_runners_on_one_study_never_run_the_same_run(tmp_path):
     assert not list((out / "robust" / "locks").glob("*.lock")), "locks are released"
 
 
+@pytest.mark.slow
 def test_shards_split_the_study_and_together_complete_it(tmp_path):
     config, out = study_file(tmp_path, steps="0-2", train_size=512), tmp_path / "out"  # no interruption here
     for shard in ("0/2", "1/2"):
@@ -136,6 +140,7 @@ def test_shards_split_the_study_and_together_complete_it(tmp_path):
     assert (out / "plots" / "robust" / "roadmap.png").exists()
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
     """One run on two processes through Lightning's DDP (gloo on CPU): one record, written once."""
     config, out = study_file(tmp_path, steps="patchify_stem"), tmp_path / "out"

@@ -112,6 +112,7 @@ def test_a_stray_rank_variable_does_not_lose_the_record(tiny_reference, tmp_path
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_signal_from_outside_before_training(tmp_path, sig):
     """The runner as SLURM meets it: a signal from another process while it starts a run."""
     config, out = tiny_study(tmp_path), tmp_path / "out"
@@ -149,6 +150,7 @@ def test_a_signal_ignored_by_the_parent_stays_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.slow
 def test_jobs_stop_when_their_runner_is_killed(tmp_path):
     """--jobs 2 and the parent killed with -9: each job checkpoints and exits instead of
     training on in its own session with its run's lock held (a rerun skipped those runs)."""
