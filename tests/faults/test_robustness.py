@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from robust_helpers import cli, tiny_study
 from robust_helpers import records as robust_records
-from robust_helpers import tiny_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,20 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # Enough batches (256) that a run is interrupted mid-way and checkpoints every second.
 def study_file(tmp_path: Path, steps: str = "patchify_stem", train_size: int = 4096) -> Path:
     return tiny_study(tmp_path, steps, train_size=train_size, name="robust", val_size=256, batch_size=32)
-
-
-def command(config: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "runner.py"),
-        "--config",
-        str(config),
-        "--out",
-        str(out),
-        "--plots",
-        str(out / "plots"),
-        *extra,
-    ]
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -52,7 +38,7 @@ def reference(tmp_path_factory):
     """The uninterrupted run."""
     tmp = tmp_path_factory.mktemp("reference")
     config = study_file(tmp)
-    result = subprocess.run(command(config, tmp / "out"), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cli(config, tmp / "out"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return records(tmp / "out")["patchify_stem__seed0"]
 
@@ -66,12 +52,12 @@ def same_result(a: dict, b: dict) -> None:
 @pytest.mark.slow
 def test_kill_9_then_same_command_resumes_to_identical_result(reference, tmp_path):
     config, out = study_file(tmp_path), tmp_path / "out"
-    process = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(cli(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_checkpoint(out, process)
     process.kill()
     process.wait()
     assert records(out) == {}, "a killed run leaves no record"
-    result = subprocess.run(command(config, out), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cli(config, out), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(resuming)" in result.stdout
     found = records(out)
@@ -83,7 +69,7 @@ def test_kill_9_then_same_command_resumes_to_identical_result(reference, tmp_pat
 @pytest.mark.slow
 def test_signal_saves_a_checkpoint_and_says_how_to_resume(reference, tmp_path, sig):
     config, out = study_file(tmp_path), tmp_path / "out"
-    process = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(cli(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_checkpoint(out, process)
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=120)
@@ -92,7 +78,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(reference, tmp_path, s
     assert "run the same command again to resume" in stderr
     assert records(out) == {}
     assert not list(out.rglob("*.tmp")), "nothing half-written"
-    result = subprocess.run(command(config, out), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cli(config, out), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     same_result(records(out)["patchify_stem__seed0"], reference)
 
@@ -100,8 +86,8 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(reference, tmp_path, s
 @pytest.mark.slow
 def test_two_runners_on_one_study_never_run_the_same_run(tmp_path):
     config, out = study_file(tmp_path, steps="0-3"), tmp_path / "out"
-    first = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(command(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(cli(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(cli(config, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     outputs = [p.communicate(timeout=900) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
     # "  done:" lines, with or without a "[job k/n]" prefix (--jobs auto may split a runner)
@@ -116,7 +102,7 @@ def test_shards_split_the_study_and_together_complete_it(tmp_path):
     config, out = study_file(tmp_path, steps="0-2", train_size=512), tmp_path / "out"  # no interruption here
     for shard in ("0/2", "1/2"):
         result = subprocess.run(
-            command(config, out, "--shard", shard, "--epochs", "1"), capture_output=True, text=True, timeout=600
+            cli(config, out, "--shard", shard, "--epochs", "1"), capture_output=True, text=True, timeout=600
         )
         assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(records(out)) == ["patchify_stem__seed0", "resnet50__seed0", "stage_ratio__seed0"]
@@ -145,7 +131,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     """One run on two processes through Lightning's DDP (gloo on CPU): one record, written once."""
     config, out = study_file(tmp_path, steps="patchify_stem"), tmp_path / "out"
     result = subprocess.run(
-        command(config, out, "--devices", "2", "--strategy", "ddp", "--epochs", "1"),
+        cli(config, out, "--devices", "2", "--strategy", "ddp", "--epochs", "1"),
         capture_output=True,
         text=True,
         timeout=600,
