@@ -46,17 +46,10 @@ def _place_labels(
     for i, (text, color) in enumerate(zip(texts, colors, strict=True)):
         best, best_cost = None, math.inf
         others = np.delete(pts, i, axis=0)
+        # the tried placements and the kept one: the same label, only its offset differs
+        style = dict(textcoords="offset points", fontsize=8.5, fontweight="bold", color=color, zorder=6)
         for rank, (dx, dy) in enumerate(candidates):
-            ann = ax.annotate(
-                text,
-                (xs[i], ys[i]),
-                xytext=(dx, dy),
-                textcoords="offset points",
-                fontsize=8.5,
-                fontweight="bold",
-                color=color,
-                zorder=6,
-            )
+            ann = ax.annotate(text, (xs[i], ys[i]), xytext=(dx, dy), **style)
             box = ann.get_window_extent(renderer)
             ann.remove()
             x0, y0, x1, y1 = box.x0 - 2, box.y0 - 2, box.x1 + 2, box.y1 + 2
@@ -96,11 +89,7 @@ def _place_labels(
             text,
             (xs[i], ys[i]),
             xytext=(dx, dy),
-            textcoords="offset points",
-            fontsize=8.5,
-            fontweight="bold",
-            color=color,
-            zorder=6,
+            **style,
             arrowprops=dict(arrowstyle="-", color="#999999", lw=0.6, shrinkA=0, shrinkB=5) if far else None,
         )
         placed.append(box)
